@@ -139,7 +139,11 @@ def hooked_from_hf(hf_model: Any, tokenizer: Any = None, device: str | None = No
 def _assemble(cfg: HookedTransformerConfig, state: dict, tokenizer: Any, device: str | None) -> HookedTransformer:
     model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
     missing, unexpected = model.load_state_dict(state, strict=False)
-    real_missing = [k for k in missing if not k.endswith((".IGNORE", ".mask", ".rotary_sin", ".rotary_cos"))]
+    benign = (".IGNORE", ".mask", ".rotary_sin", ".rotary_cos")
+    real_missing = [k for k in missing if not k.endswith(benign)]
+    if real_missing == ["unembed.b_U"]:  # GPT-2 has no unembedding bias; TL initialises it to 0
+        torch.nn.init.zeros_(model.unembed.b_U)
+        real_missing = []
     if real_missing or unexpected:
         raise RuntimeError(f"weight conversion mismatch: missing={real_missing[:5]} unexpected={unexpected[:5]}")
     model.eval()

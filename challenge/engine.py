@@ -1,0 +1,249 @@
+"""The perturbation engine: the one loop that every protocol, scorer, baseline and study calls.
+
+Given context prompts ``tokens [B, T]`` and paths of activations ``[B, S, d]`` to write at the
+last position of ``write_hook``, it returns response curves measured against the first point
+of each path: L2 distance at ``read_hook``, KL(p_0 || p_s), Jensen-Shannon, and the
+cross-entropy H(p_0, p_s) of the next-token distribution, plus whether the top-1 token changed.
+
+Backends: ``tail`` runs only the layers after the write point, for the last position, over a
+frozen prefix key/value cache (``challenge.tail``); ``reference`` is a full forward pass with a
+hook per row, as the papers' code does. ``auto`` picks ``tail`` when the model is supported.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+from transformer_lens import HookedTransformer
+
+from challenge.errors import ConfigError
+from challenge.tail import TailRunner, supports
+
+_HOOK = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|post)$")
+
+
+def parse_resid_hook(name: str, n_layers: int, field_name: str = "hook") -> int:
+    """Residual-stream hook -> index of the first block that reads it (``resid_pre`` index)."""
+    m = _HOOK.match(name)
+    if not m:
+        raise ConfigError(f"{name!r} is not blocks.L.hook_resid_pre/post", field=field_name)
+    layer = int(m.group(1)) + (m.group(2) == "post")
+    if not 0 <= layer <= n_layers:
+        raise ConfigError(f"{name!r} is outside the model's {n_layers} layers", field=field_name)
+    return layer
+
+
+@dataclass
+class EngineConfig:
+    """Where to write and read, and how to run."""
+
+    write_hook: str = "blocks.1.hook_resid_pre"
+    read_hook: str | None = None  # default: last block's hook_resid_post
+    backend: Literal["auto", "tail", "reference"] = "auto"
+    max_rows: int = 1024  # rows (curves x steps) per forward chunk; bounds memory
+    progress: bool = True
+
+
+@dataclass
+class Curves:
+    """Response curves ``[B, S]`` against the first point of each path."""
+
+    l2: np.ndarray
+    kl: np.ndarray
+    js: np.ndarray
+    ce: np.ndarray
+    top1_changed: np.ndarray
+    read: np.ndarray | None = None  # [B, S, d] read-out residuals, when asked for
+    mlp_pre: np.ndarray | None = None  # [B, S, layers, d_mlp] MLP (gate) pre-activations
+    meta: dict = field(default_factory=dict)
+
+    METRICS = ("l2", "kl", "js", "ce")
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return getattr(self, key)
+
+    @staticmethod
+    def cat(parts: list[Curves]) -> Curves:
+        def join(name):
+            vals = [getattr(p, name) for p in parts]
+            return None if vals[0] is None else np.concatenate(vals, axis=0)
+
+        names = ("l2", "kl", "js", "ce", "top1_changed", "read", "mlp_pre")
+        return Curves(**{n: join(n) for n in names}, meta=parts[0].meta if parts else {})
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        names = ("l2", "kl", "js", "ce", "top1_changed", "read", "mlp_pre")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+
+def distribution_divergences(logits: Float[Tensor, "batch step vocab"]) -> dict[str, Tensor]:
+    """KL(p_0||p_s), JS(p_0, p_s), H(p_0, p_s) and top-1 change, against step 0 of each row."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    lp0 = logp[:, :1]
+    p0 = lp0.exp()
+    kl = (p0 * (lp0 - logp)).sum(-1)
+    ce = -(p0 * logp).sum(-1)
+    p = logp.exp()
+    lm = torch.log(0.5 * (p0 + p) + 1e-30)
+    js = 0.5 * (p0 * (lp0 - lm)).sum(-1) + 0.5 * (p * (logp - lm)).sum(-1)
+    top1 = logp.argmax(-1) != lp0.argmax(-1)
+    return {"kl": kl.clamp_min(0), "js": js.clamp_min(0), "ce": ce, "top1_changed": top1}
+
+
+class PerturbationEngine:
+    """Writes activations at the last position of ``write_hook`` and measures the response."""
+
+    def __init__(self, model: HookedTransformer, cfg: EngineConfig | None = None, **overrides):
+        self.cfg = cfg = cfg or EngineConfig(**overrides)
+        self.model = model
+        n = model.cfg.n_layers
+        self.start = parse_resid_hook(cfg.write_hook, n, "write_hook")
+        if self.start >= n:
+            raise ConfigError("write point after the last block leaves nothing to run", field="write_hook")
+        read = cfg.read_hook or f"blocks.{n - 1}.hook_resid_post"
+        self.read_after = parse_resid_hook(read, n, "read_hook") - 1  # block whose output is read
+        if self.read_after < self.start:
+            raise ConfigError(f"read hook {read} is before the write hook {cfg.write_hook}", field="read_hook")
+        self.read_hook = f"blocks.{self.read_after}.hook_resid_post"
+        ok, why = supports(model)
+        if cfg.backend == "tail" and not ok:
+            raise ConfigError(f"tail backend unsupported for this model: {why}", field="backend")
+        self.backend = "tail" if (cfg.backend == "tail" or (cfg.backend == "auto" and ok)) else "reference"
+        self.tail = TailRunner(model, self.start) if self.backend == "tail" else None
+        self.device = next(model.parameters()).device
+
+    # ------------------------------------------------------------------ clean runs
+    def _write_name(self) -> str:
+        return f"blocks.{self.start}.hook_resid_pre"
+
+    @torch.no_grad()
+    def clean(self, tokens: Int[Tensor, "n pos"], batch_size: int = 256, read: bool = True) -> dict[str, Tensor]:
+        """Unperturbed activations at the write (and read) point, last position: ``[n, d]``.
+
+        With ``read=False`` the forward stops right after the write point."""
+        tokens = torch.as_tensor(tokens, device=self.device)
+        writes, reads = [], []
+        names = {self._write_name(), self.read_hook} if read else {self._write_name()}
+        stop = self.read_after + 1 if read else self.start + 1
+        for i in range(0, len(tokens), batch_size):
+            _, cache = self.model.run_with_cache(
+                tokens[i : i + batch_size], names_filter=lambda n: n in names, stop_at_layer=stop
+            )
+            writes.append(cache[self._write_name()][:, -1].float())
+            if read:
+                reads.append(cache[self.read_hook][:, -1].float())
+        out = {"write": torch.cat(writes)}
+        if read:
+            out["read"] = torch.cat(reads)
+        return out
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        tokens: Int[Tensor, "batch pos"],
+        points: Float[Tensor, "batch step d_model"],
+        capture_mlp_pre: bool = False,
+    ) -> dict[str, Tensor]:
+        """Read-out residuals ``[B, S, d]`` and logits ``[B, S, vocab]`` with ``points`` written.
+
+        Differentiable with respect to ``points`` (used for Jacobians of the read-out)."""
+        tokens = torch.as_tensor(tokens, device=self.device)
+        points = points.to(self.device, torch.float32)
+        if tokens.dim() != 2 or points.dim() != 3 or points.shape[0] != tokens.shape[0]:
+            raise ConfigError(f"tokens [B,T] and points [B,S,d] expected, got {tuple(tokens.shape)} and {tuple(points.shape)}")
+        if self.backend == "tail":
+            return self._forward_tail(tokens, points, capture_mlp_pre)
+        return self._forward_reference(tokens, points, capture_mlp_pre)
+
+    def _forward_tail(self, tokens, points, capture_mlp_pre):
+        names = {f"blocks.{i}.hook_resid_pre" for i in range(self.start, self.model.cfg.n_layers)}
+        with torch.no_grad():
+            _, cache = self.model.run_with_cache(tokens, names_filter=lambda n: n in names)
+            cache = self.tail.prefix([cache[f"blocks.{i}.hook_resid_pre"] for i in range(self.start, self.model.cfg.n_layers)])
+        out = self.tail.run(points, cache, read_layers=(self.read_after,), capture_mlp_pre=capture_mlp_pre)
+        res = {"read": out[self.read_hook], "logits": out["logits"]}
+        if capture_mlp_pre:
+            res["mlp_pre"] = out["mlp_pre"]
+        return res
+
+    def _forward_reference(self, tokens, points, capture_mlp_pre):
+        B, S, d = points.shape
+        flat_tokens = tokens.repeat_interleave(S, dim=0)
+        flat_points = points.reshape(B * S, d)
+        store: dict[str, Tensor] = {}
+        pre: dict[int, Tensor] = {}
+
+        def write(act, hook):
+            act = act.clone()
+            act[:, -1] = flat_points.to(act.dtype)
+            return act
+
+        def read(act, hook):
+            store["read"] = act[:, -1]
+
+        hooks = [(self._write_name(), write), (self.read_hook, read)]
+        if capture_mlp_pre:
+            for i in range(self.start, self.model.cfg.n_layers):
+
+                def grab(act, hook, i=i):
+                    pre[i] = act[:, -1]
+
+                hooks.append((f"blocks.{i}.mlp.hook_pre", grab))
+        logits = self.model.run_with_hooks(flat_tokens, fwd_hooks=hooks)[:, -1]
+        res = {"read": store["read"].reshape(B, S, -1), "logits": logits.reshape(B, S, -1)}
+        if capture_mlp_pre:
+            res["mlp_pre"] = torch.stack([pre[i] for i in sorted(pre)], dim=1).reshape(B, S, len(pre), -1)
+        return res
+
+    # ------------------------------------------------------------------ curves
+    @torch.no_grad()
+    def curves(
+        self,
+        tokens: Int[Tensor, "batch pos"],
+        paths: Float[Tensor, "batch step d_model"],
+        *,
+        return_read: bool = False,
+        capture_mlp_pre: bool = False,
+        desc: str = "curves",
+    ) -> Curves:
+        """Response curves for each path, measured against the path's first point."""
+        tokens = torch.as_tensor(tokens)
+        paths = torch.as_tensor(paths, dtype=torch.float32)
+        B, S, _ = paths.shape
+        if tokens.shape[0] != B:
+            raise ConfigError(f"{tokens.shape[0]} contexts for {B} paths", field="tokens")
+        per = max(1, self.cfg.max_rows // S)
+        parts = []
+        bar = tqdm(range(0, B, per), desc=desc, disable=not self.cfg.progress or B <= per, leave=False)
+        for i in bar:
+            out = self.forward(tokens[i : i + per], paths[i : i + per], capture_mlp_pre=capture_mlp_pre)
+            read = out["read"].float()
+            l2 = (read - read[:, :1]).norm(dim=-1)
+            div = distribution_divergences(out["logits"])
+            parts.append(
+                Curves(
+                    l2=l2.cpu().numpy(),
+                    **{k: v.cpu().numpy() for k, v in div.items()},
+                    read=read.cpu().numpy() if return_read else None,
+                    mlp_pre=out["mlp_pre"].cpu().numpy() if capture_mlp_pre else None,
+                )
+            )
+        curves = Curves.cat(parts)
+        curves.meta = self.describe()
+        return curves
+
+    def describe(self) -> dict:
+        return {
+            "write_hook": self._write_name(),
+            "read_hook": self.read_hook,
+            "position": -1,
+            "backend": self.backend,
+            "engine": asdict(self.cfg),
+        }

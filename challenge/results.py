@@ -1,0 +1,93 @@
+"""Result files: a JSON document (config, provenance, summary) beside a ``.npz`` of arrays."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import challenge
+
+
+def provenance(extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """How a result was made: suite, library versions and platform, plus caller fields."""
+    from importlib.metadata import version
+
+    def v(pkg):
+        try:
+            return version(pkg)
+        except Exception:
+            return "unknown"
+
+    return {
+        "suite_version": challenge.__version__,
+        "torch": torch.__version__,
+        "transformer_lens": v("transformer_lens"),
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **(extra or {}),
+    }
+
+
+def to_jsonable(x: Any) -> Any:
+    if is_dataclass(x) and not isinstance(x, type):
+        return to_jsonable(asdict(x))
+    if isinstance(x, dict):
+        return {str(k): to_jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [to_jsonable(v) for v in x]
+    if isinstance(x, (np.floating, np.integer, np.bool_)):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, torch.Tensor):
+        return x.tolist()
+    if isinstance(x, Path):
+        return str(x)
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    return x
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_result(out_dir: str | Path, name: str, doc: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> Path:
+    """Write ``<out_dir>/<name>.json`` (and ``<name>.npz`` when arrays are given); return the JSON path."""
+    out_dir = Path(out_dir)
+    js = out_dir / f"{name}.json"
+    text = json.dumps(to_jsonable(doc), indent=1, sort_keys=False)
+    _atomic_write(js, lambda p: Path(p).write_text(text))
+    if arrays:
+        def w(p):
+            with open(p, "wb") as f:
+                np.savez_compressed(f, **{k: np.asarray(v) for k, v in arrays.items()})
+        _atomic_write(out_dir / f"{name}.npz", w)
+    return js
+
+
+def load_result(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    path = Path(path)
+    doc = json.loads(path.read_text())
+    npz = path.with_suffix(".npz")
+    arrays = dict(np.load(npz)) if npz.exists() else {}
+    return doc, arrays

@@ -1,0 +1,203 @@
+"""Fast tail runner: the layers after the write point, for the last position only.
+
+A perturbation at the last position of a causal model changes nothing at earlier positions,
+so their keys and values can be computed once per prompt (the *frozen prefix cache*) and
+every perturbed point then costs one token through the remaining layers. Rows are grouped
+``[B, S]``: ``B`` contexts (each with its own prefix cache) times ``S`` points per context;
+attention scores broadcast over ``S`` so the cache is never copied.
+
+Supported blocks: GPT-2 (LayerNorm, learned positions, GELU MLP, multi-head attention) and
+Llama (RMSNorm, rotary, gated SiLU MLP, grouped-query attention). ``supports(model)`` says
+whether a model qualifies; the engine falls back to the hook-based reference otherwise.
+Equality with TransformerLens' own forward is tested in ``tests/test_tail.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+_ACTS = {
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_fast": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu": F.gelu,
+    "silu": F.silu,
+    "relu": F.relu,
+}
+
+
+def supports(model: HookedTransformer) -> tuple[bool, str]:
+    """Whether the tail runner implements this model's blocks exactly (and why not)."""
+    c = model.cfg
+    checks = {
+        "normalization_type in (LN, RMS)": c.normalization_type in ("LN", "RMS"),
+        "positional_embedding_type in (standard, rotary)": c.positional_embedding_type in ("standard", "rotary"),
+        "act_fn supported": c.act_fn in _ACTS,
+        "not attn_only": not c.attn_only,
+        "not parallel_attn_mlp": not getattr(c, "parallel_attn_mlp", False),
+        "no qk_layernorm / local attention / softcap": not (
+            getattr(c, "use_qk_norm", False)
+            or c.use_local_attn
+            or getattr(c, "attn_scores_soft_cap", -1.0) > 0
+            or getattr(c, "output_logits_soft_cap", -1.0) > 0
+        ),
+        "rotary not adjacent-pairs, full dim": c.positional_embedding_type != "rotary"
+        or (not c.rotary_adjacent_pairs and c.rotary_dim == c.d_head and not c.use_dynamic_ntk_rope),
+        "no post-norms": not getattr(c, "use_normalization_before_and_after", False),
+    }
+    bad = [k for k, ok in checks.items() if not ok]
+    return (not bad, "; ".join(bad) if bad else "ok")
+
+
+@dataclass
+class PrefixCache:
+    """Keys/values of the unperturbed prefix (positions ``0..P-1``) for layers ``>= start``."""
+
+    start: int
+    keys: list[Float[Tensor, "batch prefix kv_head d_head"]]
+    values: list[Float[Tensor, "batch prefix kv_head d_head"]]
+    position: int  # index of the perturbed (last) position, = P
+
+
+class TailRunner:
+    """Runs ``blocks[start:]`` at the last position from a write-point residual."""
+
+    def __init__(self, model: HookedTransformer, start: int):
+        ok, why = supports(model)
+        if not ok:
+            raise ValueError(f"tail runner does not support this model: {why}")
+        self.model, self.start, c = model, start, model.cfg
+        self.n_layers, self.H, self.dh = c.n_layers, c.n_heads, c.d_head
+        self.G = c.n_key_value_heads or c.n_heads
+        self.rms = c.normalization_type == "RMS"
+        self.rotary = c.positional_embedding_type == "rotary"
+        self.act = _ACTS[c.act_fn]
+        self.gated = c.gated_mlp
+        self.eps = c.eps
+        self.layers = [self._pack(model.blocks[i]) for i in range(start, c.n_layers)]
+
+    def _pack(self, blk) -> dict[str, Tensor]:
+        a, m = blk.attn, blk.mlp
+        WK = a._W_K if hasattr(a, "_W_K") else a.W_K
+        WV = a._W_V if hasattr(a, "_W_V") else a.W_V
+        bK = a._b_K if hasattr(a, "_b_K") else a.b_K
+        bV = a._b_V if hasattr(a, "_b_V") else a.b_V
+        d = a.W_Q.shape[1]
+        # [d, (H + 2G) * dh] so one matmul gives q, k, v
+        W_qkv = torch.cat([w.permute(1, 0, 2).reshape(d, -1) for w in (a.W_Q, WK, WV)], dim=1)
+        b_qkv = torch.cat([a.b_Q.reshape(-1), bK.reshape(-1), bV.reshape(-1)])
+        p = {
+            "ln1_w": blk.ln1.w,
+            "ln2_w": blk.ln2.w,
+            "W_qkv": W_qkv.contiguous(),
+            "b_qkv": b_qkv,
+            "W_O": a.W_O.reshape(-1, a.W_O.shape[-1]).contiguous(),
+            "b_O": a.b_O,
+            "scale": torch.tensor(float(a.attn_scale)),
+            "W_out": m.W_out,
+            "b_out": m.b_out,
+        }
+        if not self.rms:
+            p["ln1_b"], p["ln2_b"] = blk.ln1.b, blk.ln2.b
+        if self.gated:
+            p["W_in"] = torch.cat([m.W_gate, m.W_in], dim=1).contiguous()
+            p["b_in"] = torch.cat([torch.zeros_like(m.b_in), m.b_in])
+        else:
+            p["W_in"], p["b_in"] = m.W_in, m.b_in
+        if self.rotary:
+            p["cos"], p["sin"] = a.rotary_cos, a.rotary_sin
+        return p
+
+    def _norm(self, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+        if self.rms:
+            return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * w
+        x = x - x.mean(-1, keepdim=True)
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * w + b
+
+    def _rope(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        n = x.shape[-1] // 2
+        flipped = torch.cat([-x[..., n:], x[..., :n]], dim=-1)
+        return x * cos + flipped * sin
+
+    def _qkv(self, p: dict, h: Tensor, positions: Tensor | int) -> tuple[Tensor, Tensor, Tensor]:
+        H, G, dh = self.H, self.G, self.dh
+        qkv = h @ p["W_qkv"] + p["b_qkv"]
+        q, k, v = qkv.split([H * dh, G * dh, G * dh], dim=-1)
+        q = q.unflatten(-1, (H, dh))
+        k = k.unflatten(-1, (G, dh))
+        v = v.unflatten(-1, (G, dh))
+        if self.rotary:
+            cos, sin = p["cos"][positions], p["sin"][positions]
+            if cos.dim() == 2:  # [pos, dh] -> broadcast over heads
+                cos, sin = cos[:, None, :], sin[:, None, :]
+            q, k = self._rope(q, cos, sin), self._rope(k, cos, sin)
+        return q, k, v
+
+    @torch.no_grad()
+    def prefix(self, resid_pre: list[Float[Tensor, "batch pos d_model"]]) -> PrefixCache:
+        """Build the cache from the clean residuals ``blocks[l].hook_resid_pre`` (l >= start)."""
+        keys, values = [], []
+        P = resid_pre[0].shape[1] - 1
+        pos = torch.arange(P, device=resid_pre[0].device)
+        for p, r in zip(self.layers, resid_pre, strict=True):
+            h = self._norm(r[:, :P], p["ln1_w"], p.get("ln1_b"))
+            _, k, v = self._qkv(p, h, pos)
+            keys.append(k.contiguous())
+            values.append(v.contiguous())
+        return PrefixCache(start=self.start, keys=keys, values=values, position=P)
+
+    def run(
+        self,
+        x: Float[Tensor, "batch step d_model"],
+        cache: PrefixCache,
+        read_layers: tuple[int, ...] = (),
+        capture_mlp_pre: bool = False,
+    ) -> dict[str, Tensor]:
+        """Residual after every block in ``read_layers`` (``resid_post``), final logits, and
+        optionally the MLP pre-activations (gate for gated MLPs) of every layer."""
+        B, S, _ = x.shape
+        G, R, dh = self.G, self.H // self.G, self.dh
+        resid = x
+        out: dict[str, Tensor] = {}
+        mlp_pre = []
+        for i, p in enumerate(self.layers):
+            layer = self.start + i
+            h = self._norm(resid, p["ln1_w"], p.get("ln1_b"))
+            q, k, v = self._qkv(p, h, cache.position)  # q [B,S,H,dh], k/v [B,S,G,dh]
+            qg = q.unflatten(2, (G, R))  # [B,S,G,R,dh]
+            Kp, Vp = cache.keys[i], cache.values[i]  # [B,P,G,dh]
+            s_pre = torch.einsum("bsgrd,bpgd->bsgrp", qg, Kp)
+            s_self = (qg * k.unsqueeze(3)).sum(-1, keepdim=True)
+            probs = torch.softmax(torch.cat([s_pre, s_self], dim=-1) / p["scale"], dim=-1)
+            z = torch.einsum("bsgrp,bpgd->bsgrd", probs[..., :-1], Vp) + probs[..., -1:] * v.unsqueeze(3)
+            resid = resid + z.reshape(B, S, -1) @ p["W_O"] + p["b_O"]
+            h2 = self._norm(resid, p["ln2_w"], p.get("ln2_b"))
+            pre = h2 @ p["W_in"] + p["b_in"]
+            if self.gated:
+                gate, lin = pre.chunk(2, dim=-1)
+                post = self.act(gate) * lin
+                if capture_mlp_pre:
+                    mlp_pre.append(gate)
+            else:
+                post = self.act(pre)
+                if capture_mlp_pre:
+                    mlp_pre.append(pre)
+            resid = resid + post @ p["W_out"] + p["b_out"]
+            if layer in read_layers:
+                out[f"blocks.{layer}.hook_resid_post"] = resid
+        m = self.model
+        out["logits"] = m.unembed(m.ln_final(resid))
+        if capture_mlp_pre:
+            out["mlp_pre"] = torch.stack(mlp_pre, dim=2)  # [B,S,n_tail_layers,d_mlp]
+        return out
+
+
+def prefix_tokens_check(tokens: Int[Tensor, "batch pos"]) -> None:
+    if tokens.dim() != 2 or tokens.shape[1] < 2:
+        raise ValueError(f"tokens must be [batch, pos>=2], got {tuple(tokens.shape)}")

@@ -1,0 +1,255 @@
+"""Challenge tracks: a typed, versioned spec, its build into real activation sets, and loading.
+
+A track fixes model + revision, write hook and position, prompt source, split sizes, seed and
+read-out hook. ``build_track`` produces three disjoint real splits, each with the prompt
+tokens and the activation at the write point (last position):
+
+- ``public``: for fitting generators (and SAEs);
+- ``heldout``: the real reference the scorer compares submissions against;
+- ``context``: prompts into which activations (real or synthetic) are written when probed.
+
+It also measures the track's *scale-free units* (median real-to-real distance at the write
+point; median read-out distance at the end of a real-to-real path) so that every protocol can
+run with thresholds relative to the track instead of GPT-2's constants.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import challenge
+from challenge.engine import EngineConfig, PerturbationEngine
+from challenge.errors import ConfigError, TrackIntegrityError
+from challenge.models import LoadedModel, ModelSpec, cache_root, load_model
+from challenge.prompts import PromptSpec, build_prompts
+from challenge.store import read_track, write_track
+
+SPLITS = ("public", "heldout", "context")
+
+
+@dataclass
+class TrackSpec:
+    """Everything that defines a track; its JSON is stored in ``track.json``."""
+
+    track_id: str = "smollm2-135m-l1"
+    version: str = "1.0.0"
+    model: ModelSpec = field(default_factory=ModelSpec)
+    write_hook: str = "blocks.1.hook_resid_pre"
+    read_hook: str = "blocks.29.hook_resid_post"
+    position: int = -1
+    prompts: PromptSpec = field(default_factory=PromptSpec)
+    n_public: int = 4000
+    n_heldout: int = 1000
+    n_context: int = 400
+    seed: int = 0
+    description: str = "SmolLM2-135M-Instruct (embedded), residual stream before block 1, last of 10 tokens of English prose (Python docs)."
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrackSpec:
+        d = dict(d)
+        try:
+            d["model"] = ModelSpec(**d["model"])
+            d["prompts"] = PromptSpec(**d["prompts"])
+            return cls(**d)
+        except (KeyError, TypeError) as e:
+            raise ConfigError(f"malformed track spec: {e}", field="spec") from e
+
+    def validate(self) -> None:
+        if self.position != -1:
+            raise ConfigError("only the last position (-1) is supported, as published", field="position")
+        for name in ("n_public", "n_heldout", "n_context"):
+            if getattr(self, name) < 2:
+                raise ConfigError(f"must be >= 2, got {getattr(self, name)}", field=name)
+
+
+def _gpt2_track() -> TrackSpec:
+    return TrackSpec(
+        track_id="gpt2-small-l1",
+        model=ModelSpec(name="gpt2"),
+        write_hook="blocks.1.hook_resid_pre",
+        read_hook="blocks.11.hook_resid_post",
+        prompts=PromptSpec(source="hf:Skylion007/openwebtext", n_tokens=10),
+        n_public=4000,
+        n_heldout=1000,
+        n_context=1000,
+        description="GPT-2 small, blocks.1.hook_resid_pre, last of 10 OpenWebText tokens: the P1 (teren) setting. Needs the hub.",
+    )
+
+
+TRACKS: dict[str, TrackSpec] = {
+    "smollm2-135m-l1": TrackSpec(),
+    "smollm2-135m-l1-tiny": TrackSpec(
+        track_id="smollm2-135m-l1-tiny", n_public=256, n_heldout=128, n_context=64, description="Small test track."
+    ),
+    "smollm2-135m-l7": TrackSpec(
+        track_id="smollm2-135m-l7",
+        write_hook="blocks.7.hook_resid_pre",
+        description="SmolLM2-135M-Instruct (embedded), residual stream before block 7, last of 10 tokens of Python-docs prose.",
+    ),
+    "gpt2-small-l1": _gpt2_track(),
+}
+
+
+def get_spec(name_or_path: str) -> TrackSpec:
+    """A registered track by id, or a JSON spec file."""
+    if name_or_path in TRACKS:
+        return TRACKS[name_or_path]
+    p = Path(name_or_path)
+    if p.suffix == ".json" and p.exists():
+        return TrackSpec.from_dict(json.loads(p.read_text()))
+    raise ConfigError(f"unknown track {name_or_path!r}; known: {sorted(TRACKS)} or a .json spec", field="track")
+
+
+def default_track_dir(spec: TrackSpec) -> Path:
+    return cache_root() / "tracks" / spec.track_id / f"v{spec.version}"
+
+
+@dataclass
+class Track:
+    """A built track loaded in memory."""
+
+    spec: TrackSpec
+    meta: dict[str, Any]
+    splits: dict[str, dict[str, np.ndarray]]
+    path: Path | None = None
+
+    def tokens(self, split: str) -> torch.Tensor:
+        return torch.from_numpy(self.splits[split]["tokens"])
+
+    def acts(self, split: str) -> torch.Tensor:
+        return torch.from_numpy(self.splits[split]["activation"])
+
+    @property
+    def units(self) -> dict[str, float]:
+        return self.meta["units"]
+
+    @property
+    def d_model(self) -> int:
+        return int(self.splits["public"]["activation"].shape[1])
+
+    def engine(self, lm: LoadedModel, **overrides) -> PerturbationEngine:
+        cfg = EngineConfig(write_hook=self.spec.write_hook, read_hook=self.spec.read_hook, **overrides)
+        return PerturbationEngine(lm.model, cfg)
+
+
+def load_track(path: str | Path, verify: bool = True) -> Track:
+    path = Path(path)
+    if not (path / "track.json").exists():
+        raise TrackIntegrityError("not a track directory (no track.json)", file=str(path))
+    meta, splits = read_track(path, verify=verify)
+    missing = [s for s in SPLITS if s not in splits]
+    if missing:
+        raise TrackIntegrityError(f"missing splits {missing}", file=str(path / "data"))
+    return Track(spec=TrackSpec.from_dict(meta["spec"]), meta=meta, splits=splits, path=path)
+
+
+def measure_units(engine: PerturbationEngine, tokens: torch.Tensor, acts: torch.Tensor) -> dict[str, float]:
+    """Scale-free units: median real-to-real distance at the write point, and the median
+    read-out distance at the end of a real-to-real path (context i, target i+1)."""
+    n = len(acts)
+    tgt = acts.roll(-1, 0)
+    write_dist = (acts - tgt).norm(dim=-1)
+    paths = torch.stack([acts, tgt], dim=1)
+    cur = engine.curves(tokens, paths, desc="units")
+    return {
+        "write_norm_median": float(acts.norm(dim=-1).median()),
+        "write_norm_mean": float(acts.norm(dim=-1).mean()),
+        "write_distance_median": float(write_dist.median()),
+        "read_distance_median": float(np.median(cur.l2[:, -1])),
+        "kl_end_median": float(np.median(cur.kl[:, -1])),
+        "n_pairs": n,
+    }
+
+
+def dataset_card(spec: TrackSpec, meta: dict[str, Any]) -> str:
+    prov, units = meta["provenance"], meta["units"]
+    rows = "\n".join(f"| {s} | {meta['sizes'][s]} |" for s in SPLITS)
+    return f"""---
+license: apache-2.0
+task_categories: [feature-extraction]
+tags: [interpretability, activation-plateaus, residual-stream, plateau-challenge]
+configs:
+- config_name: default
+  data_files:
+{chr(10).join(f'  - split: {s}{chr(10)}    path: data/{s}.parquet' for s in SPLITS)}
+---
+# Plateau challenge track `{spec.track_id}` v{spec.version}
+
+{spec.description}
+
+Real residual-stream activations for the activation-plateau challenge, made by
+`plateau build {spec.track_id}` (plateau-challenge {challenge.__version__}).
+
+- Model: `{prov['model']}` (revision `{prov['revision']}`), dtype {spec.model.dtype}, raw weights
+- Write point: `{spec.write_hook}`, position {spec.position} (last token); read-out `{spec.read_hook}`
+- Prompts: `{spec.prompts.source}`, windows of {spec.prompts.n_tokens} tokens, deduplicated, seed {spec.seed}
+- Columns: `tokens` (int64 [{spec.prompts.n_tokens}]), `activation` (float32 [{meta['d_model']}]), `text`
+
+| split | rows |
+|---|---|
+{rows}
+
+`public` is for fitting generators; `heldout` is the scorer's real reference; `context` holds the
+prompts into which activations are written when probed. Splits share no prompt window.
+
+Scale-free units measured at build: median write-point norm {units['write_norm_median']:.3f},
+median real-to-real distance {units['write_distance_median']:.3f}, median read-out distance at
+the end of a real-to-real path {units['read_distance_median']:.3f}.
+
+Built {meta['built_at']} with torch {prov['torch']}, transformer_lens {prov['transformer_lens']}.
+`manifest.json` lists the sha256 of every file; `plateau download` verifies them.
+"""
+
+
+def build_track(
+    spec: TrackSpec, out_dir: str | Path | None = None, lm: LoadedModel | None = None, batch_size: int = 256
+) -> Path:
+    """Build a track's real activation sets and write them (atomically) to ``out_dir``."""
+    spec.validate()
+    t0 = time.perf_counter()
+    lm = lm or load_model(spec.model)
+    out_dir = Path(out_dir) if out_dir else default_track_dir(spec)
+    sizes = {"public": spec.n_public, "heldout": spec.n_heldout, "context": spec.n_context}
+    windows = build_prompts(spec.prompts, lm.tokenizer, sizes, spec.seed)
+    engine = PerturbationEngine(lm.model, EngineConfig(write_hook=spec.write_hook, read_hook=spec.read_hook))
+    splits: dict[str, dict[str, np.ndarray]] = {}
+    for name in SPLITS:
+        toks = torch.from_numpy(np.asarray(windows[name], dtype=np.int64))
+        acts = engine.clean(toks, batch_size=batch_size, read=False)["write"]
+        splits[name] = {
+            "tokens": toks.numpy(),
+            "activation": acts.cpu().numpy().astype(np.float32),
+            "text": np.array(lm.tokenizer.batch_decode(toks.tolist()), dtype=object),
+        }
+    ctx = splits["context"]
+    units = measure_units(engine, torch.from_numpy(ctx["tokens"]), torch.from_numpy(ctx["activation"]))
+    meta = {
+        "track_id": spec.track_id,
+        "version": spec.version,
+        "spec": spec.to_dict(),
+        "sizes": {s: int(len(splits[s]["tokens"])) for s in SPLITS},
+        "d_model": int(lm.cfg.d_model),
+        "units": units,
+        "provenance": {
+            **lm.provenance,
+            "suite_version": challenge.__version__,
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "engine_backend": engine.backend,
+        },
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "build_seconds": round(time.perf_counter() - t0, 2),
+    }
+    write_track(out_dir, meta, splits, dataset_card(spec, meta))
+    return out_dir

