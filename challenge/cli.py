@@ -163,16 +163,24 @@ def _commands() -> dict:
         "download": download,
         "protocol": protocol,
     }
-    # commands contributed by later modules register here when present
-    for mod, names in (
-        ("challenge.commands", None),
-    ):
+    # each area contributes its commands as a COMMANDS dict in its own cli module
+    import importlib
+
+    for mod in CLI_MODULES:
         try:
-            m = __import__(mod, fromlist=["COMMANDS"])
-            cmds |= m.COMMANDS
-        except ImportError:
-            pass
+            cmds |= importlib.import_module(mod).COMMANDS
+        except ModuleNotFoundError as e:
+            if not (e.name and mod.startswith(e.name)):  # a missing area is fine; a broken one is not
+                raise
     return cmds
+
+
+CLI_MODULES = (
+    "challenge.challenge_cli",  # generate, validate, score, submit, leaderboard, main
+    "baselines.cli",  # train-sae, find-features
+    "challenge.studies.cli",  # study
+    "challenge.interactions.cli",  # interactions
+)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,201 @@
+"""Curve metrics exactly as published (P1 "teren", P2 sharpness) plus two-sample KS.
+
+Curves are float arrays ``[n_curves, n_steps]`` (a 1-D array is one curve). Every curve metric
+is vectorised over curves and returns a numpy array of shape ``[n_curves]`` (shape ``[1]`` for
+a 1-D input). Step indices are 0-based. Metrics never normalise unless asked: callers pass the
+curve they want scored (the P1 relative scheme divides each curve by its final value before the
+0.02 slope threshold applies; ``max_slope_step(..., normalise=True)`` does that).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from scipy import stats as _stats
+
+from challenge.errors import ConfigError
+
+SLOPE_THRESHOLD = 0.02  # P1, on curves normalised to end at 1
+PLATEAU_DISTANCE = 20.0  # P1 absolute scheme, GPT-2 small L2 units
+NL_FIT_STEPS, NL_TOLERANCE = 10, 0.2  # P1 nonlinearity step
+AREA_RATIO_START = 5  # P1 area-ratio step
+
+
+def _curves(curves, min_steps: int = 2) -> np.ndarray:
+    a = np.asarray(curves, dtype=np.float64)
+    if a.ndim == 1:
+        a = a[None, :]
+    if a.ndim != 2:
+        raise ConfigError(f"expected [n_curves, n_steps], got shape {a.shape}", field="curves")
+    if a.shape[1] < min_steps:
+        raise ConfigError(f"need at least {min_steps} steps, got {a.shape[1]}", field="curves")
+    if not np.isfinite(a).all():
+        raise ConfigError("curves contain NaN or inf", field="curves")
+    return a
+
+
+def max_slope_step(curves, threshold: float = SLOPE_THRESHOLD, normalise: bool = False):
+    """P1 max-slope step (MS): argmax of ``slopes[i] = v[i] - v[i-1]`` (``slopes[0] = 0``).
+
+    If no slope exceeds ``threshold`` (``max(slopes) <= threshold``) the step is the last step,
+    ``n_steps - 1``. ``normalise=True`` divides each curve by its last value first (curves ending
+    at 0 are left as they are); the published 0.02 refers to such normalised curves.
+    """
+    a = _curves(curves)
+    if normalise:
+        last = a[:, -1:]
+        a = np.divide(a, last, out=a.copy(), where=last != 0)
+    slopes = np.zeros_like(a)
+    slopes[:, 1:] = np.diff(a, axis=1)
+    step = slopes.argmax(axis=1)
+    step[slopes.max(axis=1) <= threshold] = a.shape[1] - 1
+    return step.astype(np.int64)
+
+
+def plateau_length(curves, threshold: float = PLATEAU_DISTANCE):
+    """P1 plateau length (AP): first step at which the value reaches ``>= threshold``.
+
+    Censored: a curve that never reaches the threshold gets ``n_steps`` (one past the last step),
+    so censored curves are distinguishable from ones that reach it on the last step.
+    """
+    a = _curves(curves, min_steps=1)
+    hit = a >= threshold
+    step = hit.argmax(axis=1)
+    step[~hit.any(axis=1)] = a.shape[1]
+    return step.astype(np.int64)
+
+
+def nonlinearity_step(
+    curves,
+    fit_steps: int = NL_FIT_STEPS,
+    tolerance: float = NL_TOLERANCE,
+    *,
+    start: int | None = None,
+    eps: float = 1e-6,
+):
+    """P1 nonlinearity step (NL): first step deviating more than 20 % from the line fitted to the
+    first ``fit_steps`` steps (least squares over steps ``0..fit_steps-1``).
+
+    A step deviates when ``|v - line| > tolerance * max(|line|, eps)``; ``eps`` is an absolute
+    floor (in the curve's units) so a line crossing 0 does not flag every tiny residual. The
+    search starts at ``start`` (default ``fit_steps``): inside the fit window the residuals are
+    fit error, and a distance curve is exactly 0 at step 0, so any non-zero fitted intercept
+    would be a 100 % relative deviation there. Pass ``start=0`` to search every step. No
+    deviating step gives ``n_steps - 1``.
+    """
+    a = _curves(curves)
+    n = a.shape[1]
+    if not 2 <= fit_steps <= n:
+        raise ConfigError(f"fit_steps must be in [2, {n}], got {fit_steps}", field="fit_steps")
+    start = fit_steps if start is None else start
+    t = np.arange(n, dtype=np.float64)
+    design = np.stack([t[:fit_steps], np.ones(fit_steps)], axis=1)
+    (slope, intercept), *_ = np.linalg.lstsq(design, a[:, :fit_steps].T, rcond=None)
+    line = slope[:, None] * t[None, :] + intercept[:, None]
+    dev = np.abs(a - line) > tolerance * np.maximum(np.abs(line), eps)
+    dev[:, :start] = False
+    step = dev.argmax(axis=1)
+    step[~dev.any(axis=1)] = n - 1
+    return step.astype(np.int64)
+
+
+def area_ratio_step(curves, start: int = AREA_RATIO_START):
+    """P1 area-ratio step: argmax over ``start <= i <= n_steps - 1`` of
+    ``(values[i-1] * i / 2) / trapezoid(values[:i])`` (unit spacing, ``np.trapezoid`` semantics).
+
+    Returns ``i`` itself. Steps whose trapezoid area is 0 (e.g. a curve still flat at 0) are
+    skipped; a curve with no valid step gives ``n_steps - 1``.
+    """
+    a = _curves(curves)
+    n = a.shape[1]
+    if not 1 <= start <= n - 1:
+        raise ConfigError(f"start must be in [1, {n - 1}], got {start}", field="start")
+    # cum[:, m] = trapezoid(values[:m + 1]); trapezoid(values[:i]) = cum[:, i - 1]
+    cum = np.zeros_like(a)
+    cum[:, 1:] = np.cumsum((a[:, 1:] + a[:, :-1]) / 2, axis=1)
+    i = np.arange(start, n)
+    tri = a[:, i - 1] * i / 2
+    den = cum[:, i - 1]
+    ok = den != 0
+    ratio = np.full(tri.shape, -np.inf)
+    np.divide(tri, den, out=ratio, where=ok)
+    step = i[ratio.argmax(axis=1)]
+    step[~ok.any(axis=1)] = n - 1
+    return step.astype(np.int64)
+
+
+def sharpness(curves):
+    """P2 sharpness of interpolation curves d(alpha) on S evenly spaced alphas in [0, 1]:
+    ``max(diff(d / d[-1])) * (S - 1)``, i.e. max of d'(alpha) / d(1). NaN where ``d[-1] == 0``."""
+    a = _curves(curves)
+    last = a[:, -1:]
+    norm = np.divide(a, last, out=np.full_like(a, np.nan), where=last != 0)
+    return np.diff(norm, axis=1).max(axis=1) * (a.shape[1] - 1)
+
+
+CURVE_METRICS: dict[str, Callable[..., np.ndarray]] = {
+    "max_slope_step": max_slope_step,
+    "plateau_length": plateau_length,
+    "nonlinearity_step": nonlinearity_step,
+    "area_ratio_step": area_ratio_step,
+    "sharpness": sharpness,
+}
+
+
+def _sample(x, field: str) -> np.ndarray:
+    a = np.asarray(x, dtype=np.float64).ravel()
+    if a.size == 0:
+        raise ConfigError("empty sample", field=field)
+    return a
+
+
+def ks_statistic(a, b) -> float:
+    """Two-sample Kolmogorov-Smirnov statistic (``scipy.stats.ks_2samp``), in [0, 1]."""
+    a, b = _sample(a, "a"), _sample(b, "b")
+    return float(_stats.ks_2samp(a, b, method="asymp").statistic)
+
+
+def _ks_fast(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.sort(a), np.sort(b)
+    grid = np.concatenate([a, b])
+    cdf_a = np.searchsorted(a, grid, side="right") / a.size
+    cdf_b = np.searchsorted(b, grid, side="right") / b.size
+    return float(np.abs(cdf_a - cdf_b).max())
+
+
+def ks_bootstrap(a, b, n_boot: int = 1000, seed: int = 0, ci: float = 0.95) -> dict[str, float]:
+    """KS statistic with a percentile bootstrap CI: both samples resampled with replacement
+    (``numpy.random.Generator(PCG64(seed))``). Returns ``dict(stat, low, high)``."""
+    a, b = _sample(a, "a"), _sample(b, "b")
+    if not 0 < ci < 1:
+        raise ConfigError(f"ci must be in (0, 1), got {ci}", field="ci")
+    rng = np.random.default_rng(seed)
+    boots = np.array(
+        [
+            _ks_fast(rng.choice(a, a.size, replace=True), rng.choice(b, b.size, replace=True))
+            for _ in range(n_boot)
+        ]
+    )
+    low, high = np.quantile(boots, [(1 - ci) / 2, (1 + ci) / 2])
+    return {"stat": ks_statistic(a, b), "low": float(low), "high": float(high)}
+
+
+def summarise(x) -> dict[str, float | int | None]:
+    """mean, sd (population, ddof=0), median, q25, q75 and n of the finite values of ``x``.
+
+    Non-finite values are dropped (``n`` counts what was used); all-None stats when none is left.
+    """
+    a = np.asarray(x, dtype=np.float64).ravel()
+    a = a[np.isfinite(a)]
+    if a.size == 0:
+        return {"mean": None, "sd": None, "median": None, "q25": None, "q75": None, "n": 0}
+    q25, med, q75 = np.quantile(a, [0.25, 0.5, 0.75])
+    return {
+        "mean": float(a.mean()),
+        "sd": float(a.std()),
+        "median": float(med),
+        "q25": float(q25),
+        "q75": float(q75),
+        "n": int(a.size),
+    }
