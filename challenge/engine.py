@@ -12,6 +12,7 @@ hook per row, as the papers' code does. ``auto`` picks ``tail`` when the model i
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Literal
@@ -84,17 +85,24 @@ class Curves:
 
 
 def distribution_divergences(logits: Float[Tensor, "batch step vocab"]) -> dict[str, Tensor]:
-    """KL(p_0||p_s), JS(p_0, p_s), H(p_0, p_s) and top-1 change, against step 0 of each row."""
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    lp0 = logp[:, :1]
-    p0 = lp0.exp()
-    kl = (p0 * (lp0 - logp)).sum(-1)
-    ce = -(p0 * logp).sum(-1)
+    """KL(p_0||p_s), JS(p_0, p_s), H(p_0, p_s) and top-1 change, against step 0 of each row.
+
+    In terms of D = log p_s - log p_0, so that no two large numbers are subtracted:
+    KL = -sum p_0 D (a batched mat-vec), CE = KL + H(p_0), and
+    JS = ln 2 - 1/2 sum p_0 softplus(D) - 1/2 sum p_s softplus(-D)."""
+    logp = torch.log_softmax(logits.float(), dim=-1)  # [B,S,V]
+    top1 = logp.max(-1).indices
+    p0 = logp[:, 0].exp()  # [B,V]
+    h0 = -torch.linalg.vecdot(p0, logp[:, 0])  # [B]
     p = logp.exp()
-    lm = torch.log(0.5 * (p0 + p) + 1e-30)
-    js = 0.5 * (p0 * (lp0 - lm)).sum(-1) + 0.5 * (p * (logp - lm)).sum(-1)
-    top1 = logp.argmax(-1) != lp0.argmax(-1)
-    return {"kl": kl.clamp_min(0), "js": js.clamp_min(0), "ce": ce, "top1_changed": top1}
+    D = logp.sub_(logp[:, :1].clone())  # in place: logp is not needed any more
+    kl = -torch.bmm(D, p0.unsqueeze(-1)).squeeze(-1)
+    sp = torch.nn.functional.softplus(D)
+    js_a = torch.bmm(sp, p0.unsqueeze(-1)).squeeze(-1)
+    js_b = torch.linalg.vecdot(p, sp.sub_(D))  # softplus(-D) = softplus(D) - D
+    js = math.log(2.0) - 0.5 * js_a - 0.5 * js_b
+    kl = kl.clamp_min(0)
+    return {"kl": kl, "js": js.clamp_min(0), "ce": kl + h0[:, None], "top1_changed": top1 != top1[:, :1]}
 
 
 class PerturbationEngine:

@@ -32,6 +32,19 @@ _ACTS = {
 }
 
 
+def _linear(x: Tensor, W: Tensor, b: Tensor | None) -> Tensor:
+    """``x @ W (+ b)`` on the flattened rows; biases that are all zero were dropped at packing
+    (``addmm`` would first copy the broadcast bias into the output: a full extra pass)."""
+    y = x.flatten(0, -2) @ W
+    if b is not None:
+        y += b
+    return y.view(*x.shape[:-1], W.shape[1])
+
+
+def _nonzero(b: Tensor) -> Tensor | None:
+    return b if bool((b != 0).any()) else None
+
+
 def supports(model: HookedTransformer) -> tuple[bool, str]:
     """Whether the tail runner implements this model's blocks exactly (and why not)."""
     c = model.cfg
@@ -81,6 +94,14 @@ class TailRunner:
         self.gated = c.gated_mlp
         self.eps = c.eps
         self.layers = [self._pack(model.blocks[i]) for i in range(start, c.n_layers)]
+        self._folded: dict[int, list[dict[str, Tensor]]] = {}
+        # final norm weight (and bias) folded into the unembedding
+        lnf, W_U, b_U = model.ln_final, model.unembed.W_U, model.unembed.b_U
+        self.final_ln = c.final_rms or c.normalization_type == "RMS"
+        if hasattr(lnf, "b"):
+            b_U = b_U + lnf.b @ W_U
+        self.W_U = (lnf.w[:, None] * W_U).contiguous()
+        self.b_U = _nonzero(b_U)
 
     def _pack(self, blk) -> dict[str, Tensor]:
         a, m = blk.attn, blk.mlp
@@ -113,6 +134,54 @@ class TailRunner:
         if self.rotary:
             p["cos"], p["sin"] = a.rotary_cos, a.rotary_sin
         return p
+
+    def _rope_matrix(self, p: dict, position: int) -> Tensor:
+        """Rotary embedding at one position as a [d_head, d_head] matrix: rope(x) = x @ R."""
+        n = self.dh // 2
+        cos, sin = p["cos"][position], p["sin"][position]
+        M = torch.zeros(self.dh, self.dh, dtype=cos.dtype, device=cos.device)
+        idx = torch.arange(n, device=cos.device)
+        M[idx + n, idx] = -1.0  # rotate_half: out[:n] = -x[n:]
+        M[idx, idx + n] = 1.0  #              out[n:] =  x[:n]
+        return torch.diag(cos) + M * sin[None, :]
+
+    def folded(self, position: int) -> list[dict[str, Tensor]]:
+        """Packs for rows at ``position``: norm weights, the rotary map at that position and
+        the attention scale folded into the matrices (exact algebra, float rounding aside)."""
+        if position in self._folded:
+            return self._folded[position]
+        H, G, dh = self.H, self.G, self.dh
+        out = []
+        for p in self.layers:
+            W, b = p["W_qkv"].clone(), p["b_qkv"].clone()
+            if not self.rms:  # LN bias passes through the next matrix
+                b = b + p["ln1_b"] @ W
+            W = p["ln1_w"][:, None] * W
+            if self.rotary:
+                R = self._rope_matrix(p, position)
+                for lo, nh in ((0, H), (H * dh, G)):
+                    blk = W[:, lo : lo + nh * dh].unflatten(-1, (nh, dh))
+                    W[:, lo : lo + nh * dh] = (blk @ R).flatten(-2)
+                    b[lo : lo + nh * dh] = (b[lo : lo + nh * dh].unflatten(-1, (nh, dh)) @ R).flatten()
+            W[:, : H * dh] /= p["scale"]
+            b[: H * dh] /= p["scale"]
+            W_in, b_in = p["W_in"], p["b_in"]
+            if not self.rms:
+                b_in = b_in + p["ln2_b"] @ W_in
+            f = dict(p, W_qkv=W.contiguous(), b_qkv=_nonzero(b), W_in=(p["ln2_w"][:, None] * W_in).contiguous())
+            f.update(b_in=_nonzero(b_in), b_O=_nonzero(p["b_O"]), b_out=_nonzero(p["b_out"]))
+            out.append(f)
+        self._folded[position] = out
+        return out
+
+    def _final_norm(self, x: Tensor) -> Tensor:
+        return self._unit_norm(x)
+
+    def _unit_norm(self, x: Tensor) -> Tensor:
+        """RMS/Layer normalisation without the weight (folded into the next matrix)."""
+        if not self.rms:
+            x = x - x.mean(-1, keepdim=True)
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
 
     def _norm(self, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
         if self.rms:
@@ -166,19 +235,19 @@ class TailRunner:
         resid = x
         out: dict[str, Tensor] = {}
         mlp_pre = []
-        for i, p in enumerate(self.layers):
+        for i, p in enumerate(self.folded(cache.position)):
             layer = self.start + i
-            h = self._norm(resid, p["ln1_w"], p.get("ln1_b"))
-            q, k, v = self._qkv(p, h, cache.position)  # q [B,S,H,dh], k/v [B,S,G,dh]
-            qg = q.unflatten(2, (G, R))  # [B,S,G,R,dh]
+            qkv = _linear(self._unit_norm(resid), p["W_qkv"], p["b_qkv"])
+            q, k, v = qkv.split([self.H * dh, G * dh, G * dh], dim=-1)
+            qg = q.unflatten(-1, (G, R, dh))  # [B,S,G,R,dh], rotated and scaled
+            k, v = k.unflatten(-1, (G, dh)), v.unflatten(-1, (G, dh))  # [B,S,G,dh]
             Kp, Vp = cache.keys[i], cache.values[i]  # [B,P,G,dh]
             s_pre = torch.einsum("bsgrd,bpgd->bsgrp", qg, Kp)
             s_self = (qg * k.unsqueeze(3)).sum(-1, keepdim=True)
-            probs = torch.softmax(torch.cat([s_pre, s_self], dim=-1) / p["scale"], dim=-1)
+            probs = torch.softmax(torch.cat([s_pre, s_self], dim=-1), dim=-1)
             z = torch.einsum("bsgrp,bpgd->bsgrd", probs[..., :-1], Vp) + probs[..., -1:] * v.unsqueeze(3)
-            resid = resid + z.reshape(B, S, -1) @ p["W_O"] + p["b_O"]
-            h2 = self._norm(resid, p["ln2_w"], p.get("ln2_b"))
-            pre = h2 @ p["W_in"] + p["b_in"]
+            resid = resid + _linear(z.reshape(B, S, -1), p["W_O"], p["b_O"])
+            pre = _linear(self._unit_norm(resid), p["W_in"], p["b_in"])
             if self.gated:
                 gate, lin = pre.chunk(2, dim=-1)
                 post = self.act(gate) * lin
@@ -188,11 +257,10 @@ class TailRunner:
                 post = self.act(pre)
                 if capture_mlp_pre:
                     mlp_pre.append(pre)
-            resid = resid + post @ p["W_out"] + p["b_out"]
+            resid = resid + _linear(post, p["W_out"], p["b_out"])
             if layer in read_layers:
                 out[f"blocks.{layer}.hook_resid_post"] = resid
-        m = self.model
-        out["logits"] = m.unembed(m.ln_final(resid))
+        out["logits"] = _linear(self._final_norm(resid), self.W_U, self.b_U)
         if capture_mlp_pre:
             out["mlp_pre"] = torch.stack(mlp_pre, dim=2)  # [B,S,n_tail_layers,d_mlp]
         return out

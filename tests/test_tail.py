@@ -55,3 +55,23 @@ def test_tail_rows_share_one_prefix_cache(smollm):
 def test_supports_reports_reasons(smollm):
     ok, why = supports(smollm.model)
     assert ok and why == "ok"
+
+
+def test_tail_matches_full_forward_on_gpt2_architecture():
+    """LayerNorm with bias, learned positions, GELU MLP: the GPT-2 path (tiny random model)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from challenge.models import hooked_from_hf
+
+    torch.manual_seed(0)
+    hf = GPT2LMHeadModel(GPT2Config(n_layer=4, n_embd=64, n_head=4, vocab_size=500, n_positions=32)).eval()
+    model = hooked_from_hf(hf, device="cpu")
+    tokens = torch.randint(0, 500, (3, 10))
+    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_resid_pre"))
+    runner = TailRunner(model, 1)
+    pc = runner.prefix([cache[f"blocks.{i}.hook_resid_pre"] for i in range(1, 4)])
+    x = cache["blocks.1.hook_resid_pre"][:, -1] + torch.randn(3, 64)
+    out = runner.run(x[:, None], pc, read_layers=(3,))
+    ref_read, ref_logits = _reference(model, tokens, 1, x)
+    assert (out["blocks.3.hook_resid_post"][:, 0] - ref_read).abs().max() < 1e-4
+    assert (out["logits"][:, 0] - ref_logits).abs().max() < 1e-4

@@ -1,0 +1,249 @@
+"""On-disk format of a challenge track, and publishing / downloading it.
+
+```
+<track_dir>/track.json              metadata: spec + provenance (sorted keys)
+<track_dir>/README.md               dataset card (Hugging Face YAML header + prose)
+<track_dir>/data/<split>.parquet    one per split, written by datasets.Dataset.to_parquet
+<track_dir>/manifest.json           {"format", "track_id", "version", "files": {path: {sha256, bytes}}}
+```
+Parquet is what the hub serves for datasets, so ``datasets.load_dataset("parquet", ...)`` here
+and ``load_dataset(<repo id>)`` for a published track read the same files. Columns: 2-D arrays
+become fixed-length list columns (``tokens`` int64 ``[N, T]``, ``activation`` float32
+``[N, d]``); float32 round-trips bit-exact. Writes go to a sibling temp directory that is
+renamed into place, so a failed write leaves nothing half-way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from challenge.errors import ConfigError, TrackIntegrityError
+
+FORMAT = "plateau-track/1"
+MANIFEST = "manifest.json"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _features(columns: dict[str, np.ndarray]):
+    """Explicit `datasets` features so dtypes and fixed lengths survive the round trip."""
+    import datasets
+
+    feats = {}
+    for name, arr in columns.items():
+        if arr.dtype == object or arr.dtype.kind in "US":
+            feats[name] = datasets.Value("string")
+            continue
+        dtype = {np.dtype("float32"): "float32", np.dtype("float64"): "float64", np.dtype("int64"): "int64", np.dtype("int32"): "int32", np.dtype("bool"): "bool"}.get(arr.dtype)
+        if dtype is None:
+            raise ConfigError(f"unsupported dtype {arr.dtype}", field=name)
+        if arr.ndim == 1:
+            feats[name] = datasets.Value(dtype)
+        elif arr.ndim == 2:
+            feats[name] = datasets.Sequence(datasets.Value(dtype), length=arr.shape[1])
+        else:
+            raise ConfigError(f"columns must be 1-D or 2-D, got shape {arr.shape}", field=name)
+    return datasets.Features(feats)
+
+
+def _check_split(split: str, columns: dict[str, Any]) -> dict[str, np.ndarray]:
+    cols, n = {}, None
+    for name, arr in columns.items():
+        try:
+            a = np.asarray(arr)
+        except ValueError as e:  # ragged
+            raise ConfigError(f"split {split}: column is ragged ({e})", field=name) from e
+        if a.dtype == object and a.ndim > 1:
+            raise ConfigError(f"split {split}: column is ragged", field=name)
+        if n is None:
+            n = len(a)
+        elif len(a) != n:
+            raise ConfigError(f"split {split}: {len(a)} rows, other columns have {n}", field=name)
+        cols[name] = a
+    return cols
+
+
+def write_track(out_dir: str | Path, meta: dict[str, Any], splits: dict[str, dict[str, np.ndarray]], card: str) -> dict[str, Any]:
+    """Write a track atomically and return its manifest."""
+    import datasets
+
+    for key in ("track_id", "version"):
+        if key not in meta:
+            raise ConfigError("track metadata needs this key", field=key)
+    checked = {s: _check_split(s, c) for s, c in splits.items()}
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        (tmp / "data").mkdir()
+        for split, cols in checked.items():
+            data = {k: (v.tolist() if v.dtype == object else v) for k, v in cols.items()}
+            ds = datasets.Dataset.from_dict(data, features=_features(cols))
+            ds.to_parquet(str(tmp / "data" / f"{split}.parquet"))
+        (tmp / "track.json").write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
+        (tmp / "README.md").write_text(card)
+        files = {
+            p.relative_to(tmp).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+            for p in sorted(tmp.rglob("*"))
+            if p.is_file()
+        }
+        manifest = {"format": FORMAT, "track_id": meta["track_id"], "version": str(meta["version"]), "files": files}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return manifest
+
+
+def verify_track(track_dir: str | Path) -> dict[str, Any]:
+    """Check every file against the manifest; raise TrackIntegrityError naming the file."""
+    track_dir = Path(track_dir)
+    mpath = track_dir / MANIFEST
+    if not mpath.exists():
+        raise TrackIntegrityError("manifest missing", file=str(mpath))
+    try:
+        manifest = json.loads(mpath.read_text())
+        files = manifest["files"]
+    except (json.JSONDecodeError, KeyError) as e:
+        raise TrackIntegrityError(f"malformed manifest ({e})", file=str(mpath)) from e
+    if manifest.get("format") != FORMAT:
+        raise TrackIntegrityError(f"unknown format {manifest.get('format')!r}, expected {FORMAT}", file=str(mpath), field="format")
+    for rel, info in files.items():
+        p = track_dir / rel
+        if not p.exists():
+            raise TrackIntegrityError("listed in the manifest but missing", file=str(p))
+        got = sha256_file(p)
+        if got != info["sha256"]:
+            raise TrackIntegrityError(f"checksum mismatch: expected {info['sha256'][:16]}..., got {got[:16]}...", file=str(p), field="sha256")
+    extra = [p.relative_to(track_dir).as_posix() for p in (track_dir / "data").glob("*") if p.is_file()]
+    extra = [e for e in extra if e not in files]
+    if extra:
+        raise TrackIntegrityError(f"data files not in the manifest: {extra}", file=str(track_dir / "data"))
+    meta = json.loads((track_dir / "track.json").read_text())
+    for key in ("track_id", "version"):
+        if str(meta.get(key)) != str(manifest.get(key)):
+            raise TrackIntegrityError(f"track.json says {meta.get(key)!r}, manifest says {manifest.get(key)!r}", file=str(track_dir / "track.json"), field=key)
+    return manifest
+
+
+def read_track(track_dir: str | Path, verify: bool = True) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
+    """Metadata and splits as numpy arrays with their stored dtypes and shapes."""
+    import datasets
+
+    track_dir = Path(track_dir)
+    if verify:
+        verify_track(track_dir)
+    meta = json.loads((track_dir / "track.json").read_text())
+    splits: dict[str, dict[str, np.ndarray]] = {}
+    with tempfile.TemporaryDirectory() as cache:
+        for path in sorted((track_dir / "data").glob("*.parquet")):
+            ds = datasets.load_dataset("parquet", data_files={"split": str(path)}, split="split", cache_dir=cache, keep_in_memory=True)
+            splits[path.stem] = _arrow_to_numpy(ds.data.table)
+    return meta, splits
+
+
+def _arrow_to_numpy(table) -> dict[str, np.ndarray]:
+    """Arrow columns -> numpy with the stored dtype; list columns -> 2-D arrays."""
+    import pyarrow as pa
+
+    cols = {}
+    for name in table.column_names:
+        col = table.column(name).combine_chunks()
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            cols[name] = np.array(col.to_pylist(), dtype=object)
+        elif pa.types.is_list(col.type) or pa.types.is_fixed_size_list(col.type) or pa.types.is_large_list(col.type):
+            flat = col.flatten().to_numpy(zero_copy_only=False)
+            cols[name] = flat.reshape(len(col), -1) if len(col) else flat.reshape(0, 0)
+        else:
+            cols[name] = col.to_numpy(zero_copy_only=False)
+    return cols
+
+
+def _registry_path(root: Path, track_id: str, version: str) -> Path:
+    return root / track_id / f"v{version}"
+
+
+def publish(track_dir: str | Path, dest: str, *, private: bool = False) -> str:
+    """Push a verified track to the hub (``hf://<repo id>``, tagged ``v<version>``) or copy it
+    into a local registry directory ``<dest>/<track_id>/v<version>/``."""
+    track_dir = Path(track_dir)
+    manifest = verify_track(track_dir)
+    tid, ver = manifest["track_id"], manifest["version"]
+    if dest.startswith("hf://"):
+        from huggingface_hub import HfApi
+
+        repo = dest[len("hf://") :]
+        api = HfApi()
+        api.create_repo(repo, repo_type="dataset", exist_ok=True, private=private)
+        api.upload_folder(repo_id=repo, folder_path=str(track_dir), repo_type="dataset", commit_message=f"{tid} v{ver}")
+        api.create_tag(repo, tag=f"v{ver}", repo_type="dataset", exist_ok=True)
+        return f"https://huggingface.co/datasets/{repo}/tree/v{ver}"
+    target = _registry_path(Path(dest), tid, ver)
+    if target.exists():
+        if json.loads((target / MANIFEST).read_text()).get("files") == manifest["files"]:
+            return str(target)
+        raise TrackIntegrityError(f"registry already holds a different {tid} v{ver}; bump the version", file=str(target))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".publish.", dir=target.parent))
+    try:
+        shutil.copytree(track_dir, tmp / "t")
+        (tmp / "t").rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return str(target)
+
+
+def download(source: str, *, track_id: str, version: str, cache_dir: Path | None = None) -> Path:
+    """Fetch a pinned track version into the local cache and verify it; refuse any mismatch."""
+    from challenge.models import cache_root
+
+    version = str(version).removeprefix("v")
+    target = Path(cache_dir) if cache_dir else cache_root() / "tracks" / track_id / f"v{version}"
+    staging = Path(tempfile.mkdtemp(prefix=".download.", dir=_mk(target.parent)))
+    try:
+        if source.startswith("hf://"):
+            from huggingface_hub import snapshot_download
+
+            snapshot_download(source[len("hf://") :], repo_type="dataset", revision=f"v{version}", local_dir=str(staging / "t"))
+            fetched = staging / "t"
+            shutil.rmtree(fetched / ".cache", ignore_errors=True)  # huggingface_hub's bookkeeping
+        else:
+            src = _registry_path(Path(source), track_id, version)
+            if not src.exists():
+                raise TrackIntegrityError(f"no {track_id} v{version} in this registry", file=str(src))
+            fetched = staging / "t"
+            shutil.copytree(src, fetched)
+        manifest = verify_track(fetched)
+        if manifest["track_id"] != track_id or manifest["version"] != version:
+            raise TrackIntegrityError(
+                f"pinned {track_id} v{version}, got {manifest['track_id']} v{manifest['version']}",
+                file=str(fetched / MANIFEST),
+                field="version",
+            )
+        if target.exists():
+            shutil.rmtree(target)
+        fetched.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _mk(p: Path) -> Path:
+    p.mkdir(parents=True, exist_ok=True)
+    return p
