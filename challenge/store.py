@@ -169,9 +169,9 @@ def _arrow_to_numpy(table) -> dict[str, np.ndarray]:
             cols[name] = np.array(col.to_pylist(), dtype=object)
         elif pa.types.is_list(col.type) or pa.types.is_fixed_size_list(col.type) or pa.types.is_large_list(col.type):
             flat = col.flatten().to_numpy(zero_copy_only=False)
-            cols[name] = flat.reshape(len(col), -1) if len(col) else flat.reshape(0, 0)
+            cols[name] = (flat.reshape(len(col), -1) if len(col) else flat.reshape(0, 0)).copy()
         else:
-            cols[name] = col.to_numpy(zero_copy_only=False)
+            cols[name] = col.to_numpy(zero_copy_only=False).copy()
     return cols
 
 

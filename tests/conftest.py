@@ -16,3 +16,18 @@ def smollm():
 
     torch.set_grad_enabled(True)
     return load_model("smollm2-135m", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_track_dir(smollm, tmp_path_factory):
+    """The small registered track built once per session (256 / 128 / 64 rows)."""
+    from challenge.track import build_track, get_spec
+
+    return build_track(get_spec("smollm2-135m-l1-tiny"), tmp_path_factory.mktemp("tracks") / "tiny", lm=smollm)
+
+
+@pytest.fixture(scope="session")
+def tiny_track(tiny_track_dir):
+    from challenge.track import load_track
+
+    return load_track(tiny_track_dir)
