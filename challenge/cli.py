@@ -7,9 +7,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
 
 import tyro
 
@@ -187,7 +185,9 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
     try:
-        tyro.extras.subcommand_cli_from_dict(_commands(), args=argv, prog="plateau", description=__doc__)
+        tyro.extras.subcommand_cli_from_dict(
+            _commands(), args=argv, prog="plateau", description=__doc__, config=(tyro.conf.OmitArgPrefixes,)
+        )
     except ChallengeError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None

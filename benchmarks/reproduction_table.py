@@ -1,0 +1,67 @@
+"""Render the measured protocol results beside the published GPT-2 figures (docs/protocols.md).
+
+    python benchmarks/reproduction_table.py runs/protocols > docs/protocols_measured.md
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+PUBLISHED_P1 = {  # GPT-2 small, blocks.1.hook_resid_pre, 1,000 samples (protocols.md; unverified notebook figures)
+    "ms_l2": ("51.65 +- 7.42", "64.89 +- 10.50", "0.62"),
+    "ms_kl": ("56.34", "71.83", "n/a"),
+    "plateau_length": ("15.12 +- 8.62", "8.33 +- 3.80", "n/a"),
+}
+
+
+def fmt(s: dict) -> str:
+    return f"{s['mean']:.2f} +- {s['sd']:.2f}"
+
+
+def p1_table(doc: dict) -> str:
+    r = doc["resolved"]
+    lines = [
+        f"**P1 {doc['config']['scheme']} scheme, units `{r['units']}`** ({doc['n_curves']} curves; "
+        f"absolute step {r['abs_step']:.3f}, plateau distance {r['plateau_distance']:.2f}, slope threshold {r['slope_threshold']})",
+        "",
+        "| feature | real (mean +- sd) | random N(mu, Sigma) | KS real vs random | published real | published random | published KS |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for k, v in doc["features"].items():
+        pub = PUBLISHED_P1.get(k, ("", "", "")) if doc["config"]["scheme"] == ("absolute" if k == "plateau_length" else "relative") else ("", "", "")
+        lines.append(f"| {k} | {fmt(v['ref'])} | {fmt(v['other'])} | {v['ks']:.3f} | {pub[0]} | {pub[1]} | {pub[2]} |")
+    return "\n".join(lines)
+
+
+def p2_table(doc: dict) -> str:
+    lines = [f"**P2 stable regions** ({doc['n_pairs']} adjacent pairs, {doc['config']['n_steps']} steps, {doc['config']['variant']})", "",
+             "| path | sharpness L2 median [IQR] | sharpness KL median [IQR] |", "|---|---|---|"]
+    for g, s in doc["sharpness"].items():
+        a, b = s["sharpness_l2"], s["sharpness_kl"]
+        lines.append(f"| {g} | {a['median']:.2f} [{a['q25']:.2f}, {a['q75']:.2f}] | {b['median']:.2f} [{b['q25']:.2f}, {b['q75']:.2f}] |")
+    if "ks_real_vs_random" in doc:
+        lines.append(f"\nKS real vs random: {json.dumps({k: round(v, 3) for k, v in doc['ks_real_vs_random'].items()})}")
+    return "\n".join(lines)
+
+
+def p3_table(doc: dict) -> str:
+    L = doc["lengths"]
+    lines = [f"**P3 sensitive directions** (units `{doc['config']['units']}`, {doc['config']['n_base']} base activations, lengths 0..{L[-1]:.1f})", "",
+             f"| direction | length where median KL >= {doc['config']['kl_threshold']} | median KL at max length |", "|---|---|---|"]
+    for k, v in doc["directions"].items():
+        hit = v["length_to_kl_threshold"]
+        lines.append(f"| {k} | {'%.1f' % hit if hit is not None else 'not reached'} | {v['kl_at_max_length']['median']:.3f} |")
+    return "\n".join(lines)
+
+
+def main(folder: str) -> None:
+    for path in sorted(Path(folder).glob("*.json")):
+        doc = json.loads(path.read_text())
+        render = {"p1": p1_table, "p2": p2_table, "p3": p3_table}[doc["protocol"]]
+        print(f"### `{path.name}`\n\n{render(doc)}\n\n![]({path.with_suffix('.png').name})\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "runs/protocols")
