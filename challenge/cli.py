@@ -108,7 +108,7 @@ def protocol(
     if protocol == "p1":
         cfg = P.P1Config(scheme=scheme, units=units, n_curves=n, seed=seed)
         doc, arrays = P.run_p1(tr, eng, cfg)
-        name += f"_{scheme}"
+        name += f"_{scheme}_{units}"
         panels = {
             "L2 at read-out (normalised)": {"real": arrays["real_l2"], "random": arrays["random_l2"]},
             "KL (normalised)": {"real": arrays["real_kl"], "random": arrays["random_kl"]},
@@ -128,6 +128,7 @@ def protocol(
 
             extra = sae_direction_sets(load_sae(sae), tr, n_base=n, seed=seed)
         doc, arrays = P.run_p3(tr, eng, cfg, extra)
+        name += f"_{units}"
         kinds = list(doc["directions"])
         panels = {
             "KL(original || perturbed)": {k: arrays[f"{k}_kl"] for k in kinds},

@@ -19,6 +19,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -84,25 +85,36 @@ class Curves:
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
 
-def distribution_divergences(logits: Float[Tensor, "batch step vocab"]) -> dict[str, Tensor]:
+def distribution_divergences(logits: Float[Tensor, "batch step vocab"], block: int = 128) -> dict[str, Tensor]:
     """KL(p_0||p_s), JS(p_0, p_s), H(p_0, p_s) and top-1 change, against step 0 of each row.
 
     In terms of D = log p_s - log p_0, so that no two large numbers are subtracted:
-    KL = -sum p_0 D (a batched mat-vec), CE = KL + H(p_0), and
-    JS = ln 2 - 1/2 sum p_0 softplus(D) - 1/2 sum p_s softplus(-D)."""
-    logp = torch.log_softmax(logits.float(), dim=-1)  # [B,S,V]
-    top1 = logp.max(-1).indices
-    p0 = logp[:, 0].exp()  # [B,V]
-    h0 = -torch.linalg.vecdot(p0, logp[:, 0])  # [B]
-    p = logp.exp()
-    D = logp.sub_(logp[:, :1].clone())  # in place: logp is not needed any more
-    kl = -torch.bmm(D, p0.unsqueeze(-1)).squeeze(-1)
-    sp = torch.nn.functional.softplus(D)
-    js_a = torch.bmm(sp, p0.unsqueeze(-1)).squeeze(-1)
-    js_b = torch.linalg.vecdot(p, sp.sub_(D))  # softplus(-D) = softplus(D) - D
-    js = math.log(2.0) - 0.5 * js_a - 0.5 * js_b
-    kl = kl.clamp_min(0)
-    return {"kl": kl, "js": js.clamp_min(0), "ce": kl + h0[:, None], "top1_changed": top1 != top1[:, :1]}
+    KL = -sum p_0 D (a mat-vec), CE = KL + H(p_0), and
+    JS = ln 2 - 1/2 sum p_0 softplus(D) - 1/2 sum p_s softplus(-D).
+    Computed curve by curve in blocks of ``block`` steps, so each pass stays in cache."""
+    B, S, _ = logits.shape
+    out = {k: torch.empty(B, S, device=logits.device) for k in ("kl", "js", "ce")}
+    top = torch.empty(B, S, dtype=torch.long, device=logits.device)
+    for b in range(B):
+        lp0 = torch.log_softmax(logits[b, 0].float(), dim=-1)
+        p0 = lp0.exp()
+        h0 = -torch.dot(p0, lp0)
+        for s0 in range(0, S, block):
+            sl = slice(s0, s0 + block)
+            L = torch.log_softmax(logits[b, sl].float(), dim=-1)
+            top[b, sl] = L.max(-1).indices
+            p = L.exp()
+            D = L.sub_(lp0)  # in place: log p_s is not needed any more
+            kl = -(D @ p0)
+            sp = F.softplus(D)
+            js = math.log(2.0) - 0.5 * (sp @ p0) - 0.5 * torch.linalg.vecdot(p, sp.sub_(D))
+            out["kl"][b, sl], out["js"][b, sl], out["ce"][b, sl] = kl, js, kl + h0
+    return {
+        "kl": out["kl"].clamp_min(0),
+        "js": out["js"].clamp_min(0),
+        "ce": out["ce"],
+        "top1_changed": top != top[:, :1],
+    }
 
 
 class PerturbationEngine:
@@ -171,10 +183,10 @@ class PerturbationEngine:
         return self._forward_reference(tokens, points, capture_mlp_pre)
 
     def _forward_tail(self, tokens, points, capture_mlp_pre):
-        names = {f"blocks.{i}.hook_resid_pre" for i in range(self.start, self.model.cfg.n_layers)}
-        with torch.no_grad():
-            _, cache = self.model.run_with_cache(tokens, names_filter=lambda n: n in names)
-            cache = self.tail.prefix([cache[f"blocks.{i}.hook_resid_pre"] for i in range(self.start, self.model.cfg.n_layers)])
+        name = self._write_name()
+        with torch.no_grad():  # TransformerLens runs only the blocks before the write point
+            _, cache = self.model.run_with_cache(tokens, names_filter=lambda n: n == name, stop_at_layer=self.start + 1)
+            cache = self.tail.prefix_from_write(cache[name])
         out = self.tail.run(points, cache, read_layers=(self.read_after,), capture_mlp_pre=capture_mlp_pre)
         res = {"read": out[self.read_hook], "logits": out["logits"]}
         if capture_mlp_pre:

@@ -25,7 +25,13 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from challenge import metrics as M
-from challenge.directions import ActivationStats, cov_random_mixture, gaussian_like, isotropic, real_mixture
+from challenge.directions import (
+    ActivationStats,
+    cov_random_mixture,
+    gaussian_like,
+    isotropic,
+    real_mixture,
+)
 from challenge.engine import Curves, PerturbationEngine
 from challenge.errors import ConfigError
 from challenge.paths import absolute_path, arc_path, linear_path, p3_length_grid, ray_path

@@ -221,6 +221,35 @@ class TailRunner:
             values.append(v.contiguous())
         return PrefixCache(start=self.start, keys=keys, values=values, position=P)
 
+    @torch.no_grad()
+    def prefix_from_write(self, resid: Float[Tensor, "batch pos d_model"]) -> PrefixCache:
+        """Build the cache from the clean residual at the write point only, running the prefix
+        positions through ``blocks[start:]`` with causal attention (no TransformerLens pass)."""
+        B, T, _ = resid.shape
+        P, G, R, dh = T - 1, self.G, self.H // self.G, self.dh
+        x = resid[:, :P]
+        pos = torch.arange(P, device=resid.device)
+        causal = torch.ones(P, P, dtype=torch.bool, device=resid.device).tril()
+        keys, values = [], []
+        for i, p in enumerate(self.layers):
+            q, k, v = self._qkv(p, self._norm(x, p["ln1_w"], p.get("ln1_b")), pos)
+            keys.append(k.contiguous())
+            values.append(v.contiguous())
+            if i == len(self.layers) - 1:
+                break  # the last block's output is not needed for any cached key/value
+            scores = torch.einsum("bqgrd,bkgd->bgrqk", q.unflatten(2, (G, R)), k) / p["scale"]
+            probs = torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1)
+            z = torch.einsum("bgrqk,bkgd->bqgrd", probs, v).reshape(B, P, -1)
+            x = x + _linear(z, p["W_O"], _nonzero(p["b_O"]))
+            pre = _linear(self._norm(x, p["ln2_w"], p.get("ln2_b")), p["W_in"], _nonzero(p["b_in"]))
+            if self.gated:
+                gate, lin = pre.chunk(2, dim=-1)
+                post = self.act(gate) * lin
+            else:
+                post = self.act(pre)
+            x = x + _linear(post, p["W_out"], _nonzero(p["b_out"]))
+        return PrefixCache(start=self.start, keys=keys, values=values, position=P)
+
     def run(
         self,
         x: Float[Tensor, "batch step d_model"],

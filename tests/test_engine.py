@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from challenge.engine import EngineConfig, PerturbationEngine, distribution_divergences, parse_resid_hook
+from challenge.engine import (
+    EngineConfig,
+    PerturbationEngine,
+    distribution_divergences,
+    parse_resid_hook,
+)
 from challenge.errors import ConfigError
 
 

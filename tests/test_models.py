@@ -5,7 +5,13 @@ import time
 import pytest
 import torch
 
-from challenge.models import ModelSpec, embedded_gguf_path, hooked_config_from_hf, hooked_from_hf, load_model
+from challenge.models import (
+    ModelSpec,
+    embedded_gguf_path,
+    hooked_config_from_hf,
+    hooked_from_hf,
+    load_model,
+)
 
 
 def test_embedded_logits_match_hf(smollm):

@@ -75,3 +75,21 @@ def test_tail_matches_full_forward_on_gpt2_architecture():
     ref_read, ref_logits = _reference(model, tokens, 1, x)
     assert (out["blocks.3.hook_resid_post"][:, 0] - ref_read).abs().max() < 1e-4
     assert (out["logits"][:, 0] - ref_logits).abs().max() < 1e-4
+
+
+def test_prefix_from_write_point_equals_prefix_from_tl_cache(smollm):
+    """The runner's own causal prefix pass gives the keys/values TransformerLens computes."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from challenge.models import hooked_from_hf
+
+    torch.manual_seed(1)
+    gpt2 = hooked_from_hf(GPT2LMHeadModel(GPT2Config(n_layer=3, n_embd=64, n_head=4, vocab_size=300)).eval(), device="cpu")
+    for model, start, vocab in ((smollm.model, 4, 30000), (gpt2, 1, 300)):
+        tokens = torch.randint(0, vocab, (2, 9))
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_resid_pre"))
+        runner = TailRunner(model, start)
+        a = runner.prefix([cache[f"blocks.{i}.hook_resid_pre"] for i in range(start, model.cfg.n_layers)])
+        b = runner.prefix_from_write(cache[f"blocks.{start}.hook_resid_pre"])
+        for ka, kb in zip(a.keys + a.values, b.keys + b.values, strict=True):
+            assert (ka - kb).abs().max() <= 1e-4 * ka.abs().max()
