@@ -28,7 +28,9 @@ def tail_flops_per_row(cfg, start: int, prefix_len: int) -> float:
     d, H, dh, dm, V = cfg.d_model, cfg.n_heads, cfg.d_head, cfg.d_mlp, cfg.d_vocab
     G = cfg.n_key_value_heads or H
     n_mlp_mats = 3 if cfg.gated_mlp else 2
-    per_layer = d * (H + 2 * G) * dh + 2 * H * dh * (prefix_len + 1) + H * dh * d + n_mlp_mats * d * dm
+    per_layer = (
+        d * (H + 2 * G) * dh + 2 * H * dh * (prefix_len + 1) + H * dh * d + n_mlp_mats * d * dm
+    )
     return 2.0 * ((cfg.n_layers - start) * per_layer + d * V)
 
 
@@ -42,13 +44,17 @@ def matmul_rate(n: int = 2048, reps: int = 5) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--curves", type=int, default=16)
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--layer", type=int, default=1)
     ap.add_argument("--tokens", type=int, default=10)
     ap.add_argument("--max-rows", type=int, default=1024)
-    ap.add_argument("--repeats", type=int, default=3, help="interleaved repeats; the minimum time is reported")
+    ap.add_argument(
+        "--repeats", type=int, default=3, help="interleaved repeats; the minimum time is reported"
+    )
     ap.add_argument("--out", type=Path, default=Path("runs/bench"))
     args = ap.parse_args()
 
@@ -59,15 +65,25 @@ def main() -> None:
 
     lm = load_model("smollm2-135m")
     spec = PromptSpec(source="pydoc", n_tokens=args.tokens)
-    tokens = torch.from_numpy(build_prompts(spec, lm.tokenizer, {"b": 2 * args.curves}, seed=0)["b"])
+    tokens = torch.from_numpy(
+        build_prompts(spec, lm.tokenizer, {"b": 2 * args.curves}, seed=0)["b"]
+    )
     hook = f"blocks.{args.layer}.hook_resid_pre"
-    fast = PerturbationEngine(lm.model, EngineConfig(write_hook=hook, backend="tail", max_rows=args.max_rows, progress=False))
-    ref = PerturbationEngine(lm.model, EngineConfig(write_hook=hook, backend="reference", max_rows=args.max_rows, progress=False))
+    fast = PerturbationEngine(
+        lm.model,
+        EngineConfig(write_hook=hook, backend="tail", max_rows=args.max_rows, progress=False),
+    )
+    ref = PerturbationEngine(
+        lm.model,
+        EngineConfig(write_hook=hook, backend="reference", max_rows=args.max_rows, progress=False),
+    )
     acts = fast.clean(tokens)["write"]
     ctx, base, target = tokens[: args.curves], acts[: args.curves], acts[args.curves :]
     paths = linear_path(base, target, args.steps)
     rows = args.curves * args.steps
-    print(f"P1 relative: {args.curves} curves x {args.steps} steps = {rows} rows, write {hook}, {torch.get_num_threads()} threads")
+    print(
+        f"P1 relative: {args.curves} curves x {args.steps} steps = {rows} rows, write {hook}, {torch.get_num_threads()} threads"
+    )
 
     fast.curves(ctx[:2], paths[:2])  # warm-up
     # interleaved repeats, minimum time of each: robust to other load on a shared machine
@@ -87,7 +103,10 @@ def main() -> None:
     diffs = {k: rel(c_fast[k], c_ref[k]) for k in ("l2", "kl", "js", "ce")}
     # relative to the metric's scale over the whole run (near-flat KL curves, max < 1e-3 nats,
     # carry float32 logit noise that is large relative to their own maximum)
-    diffs_global = {k: float(np.abs(c_fast[k] - c_ref[k]).max() / np.abs(c_ref[k]).max()) for k in ("l2", "kl", "js", "ce")}
+    diffs_global = {
+        k: float(np.abs(c_fast[k] - c_ref[k]).max() / np.abs(c_ref[k]).max())
+        for k in ("l2", "kl", "js", "ce")
+    }
     flops = tail_flops_per_row(lm.cfg, args.layer, args.tokens - 1) * rows
     # timed again without the divergence computation, to split model compute from metric cost
     t_fwd = float("inf")
@@ -118,8 +137,12 @@ def main() -> None:
     print(f"tail      : {t_fast:7.2f} s  {res['tail_curves_per_s']:8.2f} curves/s")
     print(f"reference : {t_ref:7.2f} s  {res['reference_curves_per_s']:8.2f} curves/s")
     print(f"speedup   : {res['speedup']:.1f}x   (target >= 10x)")
-    print(f"max |tail - reference| / metric scale: {json.dumps({k: f'{v:.1e}' for k, v in diffs_global.items()})}  (target <= 1e-4)")
-    print(f"  same, relative to each curve's own maximum: {json.dumps({k: f'{v:.1e}' for k, v in diffs.items()})}")
+    print(
+        f"max |tail - reference| / metric scale: {json.dumps({k: f'{v:.1e}' for k, v in diffs_global.items()})}  (target <= 1e-4)"
+    )
+    print(
+        f"  same, relative to each curve's own maximum: {json.dumps({k: f'{v:.1e}' for k, v in diffs.items()})}"
+    )
     print(f"matmul    : {res['matmul_gflops']:.1f} GFLOP/s (2048^2 fp32)")
     print(
         f"tail model forward: {res['tail_forward_gflops']:.1f} GFLOP/s = {100 * res['tail_forward_fraction_of_matmul']:.0f} % of matmul; "

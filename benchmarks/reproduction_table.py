@@ -1,6 +1,6 @@
 """Render the measured protocol results beside the published GPT-2 figures (docs/protocols.md).
 
-    python benchmarks/reproduction_table.py runs/protocols > docs/protocols_measured.md
+python benchmarks/reproduction_table.py runs/protocols > docs/protocols_measured.md
 """
 
 from __future__ import annotations
@@ -30,29 +30,49 @@ def p1_table(doc: dict) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for k, v in doc["features"].items():
-        pub = PUBLISHED_P1.get(k, ("", "", "")) if doc["config"]["scheme"] == ("absolute" if k == "plateau_length" else "relative") else ("", "", "")
-        lines.append(f"| {k} | {fmt(v['ref'])} | {fmt(v['other'])} | {v['ks']:.3f} | {pub[0]} | {pub[1]} | {pub[2]} |")
+        pub = (
+            PUBLISHED_P1.get(k, ("", "", ""))
+            if doc["config"]["scheme"] == ("absolute" if k == "plateau_length" else "relative")
+            else ("", "", "")
+        )
+        lines.append(
+            f"| {k} | {fmt(v['ref'])} | {fmt(v['other'])} | {v['ks']:.3f} | {pub[0]} | {pub[1]} | {pub[2]} |"
+        )
     return "\n".join(lines)
 
 
 def p2_table(doc: dict) -> str:
-    lines = [f"**P2 stable regions** ({doc['n_pairs']} adjacent pairs, {doc['config']['n_steps']} steps, {doc['config']['variant']})", "",
-             "| path | sharpness L2 median [IQR] | sharpness KL median [IQR] |", "|---|---|---|"]
+    lines = [
+        f"**P2 stable regions** ({doc['n_pairs']} adjacent pairs, {doc['config']['n_steps']} steps, {doc['config']['variant']})",
+        "",
+        "| path | sharpness L2 median [IQR] | sharpness KL median [IQR] |",
+        "|---|---|---|",
+    ]
     for g, s in doc["sharpness"].items():
         a, b = s["sharpness_l2"], s["sharpness_kl"]
-        lines.append(f"| {g} | {a['median']:.2f} [{a['q25']:.2f}, {a['q75']:.2f}] | {b['median']:.2f} [{b['q25']:.2f}, {b['q75']:.2f}] |")
+        lines.append(
+            f"| {g} | {a['median']:.2f} [{a['q25']:.2f}, {a['q75']:.2f}] | {b['median']:.2f} [{b['q25']:.2f}, {b['q75']:.2f}] |"
+        )
     if "ks_real_vs_random" in doc:
-        lines.append(f"\nKS real vs random: {json.dumps({k: round(v, 3) for k, v in doc['ks_real_vs_random'].items()})}")
+        lines.append(
+            f"\nKS real vs random: {json.dumps({k: round(v, 3) for k, v in doc['ks_real_vs_random'].items()})}"
+        )
     return "\n".join(lines)
 
 
 def p3_table(doc: dict) -> str:
     L = doc["lengths"]
-    lines = [f"**P3 sensitive directions** (units `{doc['config']['units']}`, {doc['config']['n_base']} base activations, lengths 0..{L[-1]:.1f})", "",
-             f"| direction | length where median KL >= {doc['config']['kl_threshold']} | median KL at max length |", "|---|---|---|"]
+    lines = [
+        f"**P3 sensitive directions** (units `{doc['config']['units']}`, {doc['config']['n_base']} base activations, lengths 0..{L[-1]:.1f})",
+        "",
+        f"| direction | length where median KL >= {doc['config']['kl_threshold']} | median KL at max length |",
+        "|---|---|---|",
+    ]
     for k, v in doc["directions"].items():
         hit = v["length_to_kl_threshold"]
-        lines.append(f"| {k} | {'%.1f' % hit if hit is not None else 'not reached'} | {v['kl_at_max_length']['median']:.3f} |")
+        lines.append(
+            f"| {k} | {f'{hit:.1f}' if hit is not None else 'not reached'} | {v['kl_at_max_length']['median']:.3f} |"
+        )
     return "\n".join(lines)
 
 

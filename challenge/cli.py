@@ -27,7 +27,9 @@ def _track(track: str, build: bool = True):
     d = default_track_dir(spec)
     if not (d / "manifest.json").exists():
         if not build:
-            raise ChallengeError(f"track {track} is not built; run `plateau build {track}`", field="track")
+            raise ChallengeError(
+                f"track {track} is not built; run `plateau build {track}`", field="track"
+            )
         print(f"[plateau] building track {spec.track_id} into {d}", file=sys.stderr)
         build_track(spec, d)
     return load_track(d)
@@ -46,7 +48,9 @@ def build(track: str = "smollm2-135m-l1", /, out: Path | None = None) -> Path:
     t0 = time.perf_counter()
     path = build_track(spec, out)
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    print(f"built {spec.track_id} v{spec.version} -> {path} ({size / 1e6:.1f} MB, {time.perf_counter() - t0:.1f} s)")
+    print(
+        f"built {spec.track_id} v{spec.version} -> {path} ({size / 1e6:.1f} MB, {time.perf_counter() - t0:.1f} s)"
+    )
     return path
 
 
@@ -55,7 +59,9 @@ def tracks() -> None:
     from challenge.track import TRACKS
 
     for k, s in TRACKS.items():
-        print(f"{k:24s} v{s.version}  model={s.model.name}  write={s.write_hook}  prompts={s.prompts.source}")
+        print(
+            f"{k:24s} v{s.version}  model={s.model.name}  write={s.write_hook}  prompts={s.prompts.source}"
+        )
         print(f"{'':24s} {s.description}")
 
 
@@ -66,7 +72,13 @@ def publish(track_dir: Path, dest: str, /) -> None:
     print(_publish(track_dir, dest))
 
 
-def download(source: str, /, track_id: str = "smollm2-135m-l1", version: str = "1.0.0", cache_dir: Path | None = None) -> None:
+def download(
+    source: str,
+    /,
+    track_id: str = "smollm2-135m-l1",
+    version: str = "1.0.0",
+    cache_dir: Path | None = None,
+) -> None:
     """Fetch a pinned track version (hub `hf://<org>/<repo>` or local registry) and verify its checksums."""
     from challenge.store import download as _download
 
@@ -110,16 +122,25 @@ def protocol(
         doc, arrays = P.run_p1(tr, eng, cfg)
         name += f"_{scheme}_{units}"
         panels = {
-            "L2 at read-out (normalised)": {"real": arrays["real_l2"], "random": arrays["random_l2"]},
+            "L2 at read-out (normalised)": {
+                "real": arrays["real_l2"],
+                "random": arrays["random_l2"],
+            },
             "KL (normalised)": {"real": arrays["real_kl"], "random": arrays["random_kl"]},
         }
         plot_kw = {"normalise": True}
     elif protocol == "p2":
         cfg = P.P2Config(n_pairs=n, seed=seed)
         doc, arrays = P.run_p2(tr, eng, cfg)
-        groups = {"real": arrays["real_l2"]} | ({"random": arrays["random_l2"]} if "random_l2" in arrays else {})
+        groups = {"real": arrays["real_l2"]} | (
+            {"random": arrays["random_l2"]} if "random_l2" in arrays else {}
+        )
         panels = {"d(alpha)/d(1)": groups}
-        plot_kw = {"normalise": True, "x": __import__("numpy").linspace(0, 1, cfg.n_steps), "xlabel": "alpha"}
+        plot_kw = {
+            "normalise": True,
+            "x": __import__("numpy").linspace(0, 1, cfg.n_steps),
+            "xlabel": "alpha",
+        }
     elif protocol == "p3":
         cfg = P.P3Config(units=units, n_base=n, seed=seed)
         extra = None
@@ -140,7 +161,13 @@ def protocol(
     doc["track"] = {"id": tr.spec.track_id, "version": tr.spec.version, "units": tr.units}
     doc["provenance"] = provenance(lm.provenance | eng.describe())
     path = save_result(out, name, doc, arrays)
-    plot_curve_groups({}, out / f"{name}.png", panels=panels, title=f"{protocol.upper()} on {tr.spec.track_id}", **plot_kw)
+    plot_curve_groups(
+        {},
+        out / f"{name}.png",
+        panels=panels,
+        title=f"{protocol.upper()} on {tr.spec.track_id}",
+        **plot_kw,
+    )
     print(json.dumps(_headline(doc), indent=1))
     print(f"wrote {path}")
     return path
@@ -148,7 +175,10 @@ def protocol(
 
 def _headline(doc: dict) -> dict:
     if doc["protocol"] == "p1":
-        return {k: {"real": v["ref"]["mean"], "random": v["other"]["mean"], "ks": v["ks"]} for k, v in doc["features"].items()}
+        return {
+            k: {"real": v["ref"]["mean"], "random": v["other"]["mean"], "ks": v["ks"]}
+            for k, v in doc["features"].items()
+        }
     if doc["protocol"] == "p2":
         return doc["sharpness"]
     return {k: v["length_to_kl_threshold"] for k, v in doc["directions"].items()}
@@ -169,7 +199,9 @@ def _commands() -> dict:
         try:
             cmds |= importlib.import_module(mod).COMMANDS
         except ModuleNotFoundError as e:
-            if not (e.name and mod.startswith(e.name)):  # a missing area is fine; a broken one is not
+            if not (
+                e.name and mod.startswith(e.name)
+            ):  # a missing area is fine; a broken one is not
                 raise
     return cmds
 
@@ -187,7 +219,11 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
     try:
         tyro.extras.subcommand_cli_from_dict(
-            _commands(), args=argv, prog="plateau", description=__doc__, config=(tyro.conf.OmitArgPrefixes,)
+            _commands(),
+            args=argv,
+            prog="plateau",
+            description=__doc__,
+            config=(tyro.conf.OmitArgPrefixes,),
         )
     except ChallengeError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -85,7 +85,9 @@ class Curves:
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
 
-def distribution_divergences(logits: Float[Tensor, "batch step vocab"], block: int = 128) -> dict[str, Tensor]:
+def distribution_divergences(
+    logits: Float[Tensor, "batch step vocab"], block: int = 128
+) -> dict[str, Tensor]:
     """KL(p_0||p_s), JS(p_0, p_s), H(p_0, p_s) and top-1 change, against step 0 of each row.
 
     In terms of D = log p_s - log p_0, so that no two large numbers are subtracted:
@@ -126,16 +128,22 @@ class PerturbationEngine:
         n = model.cfg.n_layers
         self.start = parse_resid_hook(cfg.write_hook, n, "write_hook")
         if self.start >= n:
-            raise ConfigError("write point after the last block leaves nothing to run", field="write_hook")
+            raise ConfigError(
+                "write point after the last block leaves nothing to run", field="write_hook"
+            )
         read = cfg.read_hook or f"blocks.{n - 1}.hook_resid_post"
         self.read_after = parse_resid_hook(read, n, "read_hook") - 1  # block whose output is read
         if self.read_after < self.start:
-            raise ConfigError(f"read hook {read} is before the write hook {cfg.write_hook}", field="read_hook")
+            raise ConfigError(
+                f"read hook {read} is before the write hook {cfg.write_hook}", field="read_hook"
+            )
         self.read_hook = f"blocks.{self.read_after}.hook_resid_post"
         ok, why = supports(model)
         if cfg.backend == "tail" and not ok:
             raise ConfigError(f"tail backend unsupported for this model: {why}", field="backend")
-        self.backend = "tail" if (cfg.backend == "tail" or (cfg.backend == "auto" and ok)) else "reference"
+        self.backend = (
+            "tail" if (cfg.backend == "tail" or (cfg.backend == "auto" and ok)) else "reference"
+        )
         self.tail = TailRunner(model, self.start) if self.backend == "tail" else None
         self.device = next(model.parameters()).device
 
@@ -144,7 +152,9 @@ class PerturbationEngine:
         return f"blocks.{self.start}.hook_resid_pre"
 
     @torch.no_grad()
-    def clean(self, tokens: Int[Tensor, "n pos"], batch_size: int = 256, read: bool = True) -> dict[str, Tensor]:
+    def clean(
+        self, tokens: Int[Tensor, "n pos"], batch_size: int = 256, read: bool = True
+    ) -> dict[str, Tensor]:
         """Unperturbed activations at the write (and read) point, last position: ``[n, d]``.
 
         With ``read=False`` the forward stops right after the write point."""
@@ -177,7 +187,9 @@ class PerturbationEngine:
         tokens = torch.as_tensor(tokens, device=self.device)
         points = points.to(self.device, torch.float32)
         if tokens.dim() != 2 or points.dim() != 3 or points.shape[0] != tokens.shape[0]:
-            raise ConfigError(f"tokens [B,T] and points [B,S,d] expected, got {tuple(tokens.shape)} and {tuple(points.shape)}")
+            raise ConfigError(
+                f"tokens [B,T] and points [B,S,d] expected, got {tuple(tokens.shape)} and {tuple(points.shape)}"
+            )
         if self.backend == "tail":
             return self._forward_tail(tokens, points, capture_mlp_pre)
         return self._forward_reference(tokens, points, capture_mlp_pre)
@@ -185,9 +197,13 @@ class PerturbationEngine:
     def _forward_tail(self, tokens, points, capture_mlp_pre):
         name = self._write_name()
         with torch.no_grad():  # TransformerLens runs only the blocks before the write point
-            _, cache = self.model.run_with_cache(tokens, names_filter=lambda n: n == name, stop_at_layer=self.start + 1)
+            _, cache = self.model.run_with_cache(
+                tokens, names_filter=lambda n: n == name, stop_at_layer=self.start + 1
+            )
             cache = self.tail.prefix_from_write(cache[name])
-        out = self.tail.run(points, cache, read_layers=(self.read_after,), capture_mlp_pre=capture_mlp_pre)
+        out = self.tail.run(
+            points, cache, read_layers=(self.read_after,), capture_mlp_pre=capture_mlp_pre
+        )
         res = {"read": out[self.read_hook], "logits": out["logits"]}
         if capture_mlp_pre:
             res["mlp_pre"] = out["mlp_pre"]
@@ -219,7 +235,9 @@ class PerturbationEngine:
         logits = self.model.run_with_hooks(flat_tokens, fwd_hooks=hooks)[:, -1]
         res = {"read": store["read"].reshape(B, S, -1), "logits": logits.reshape(B, S, -1)}
         if capture_mlp_pre:
-            res["mlp_pre"] = torch.stack([pre[i] for i in sorted(pre)], dim=1).reshape(B, S, len(pre), -1)
+            res["mlp_pre"] = torch.stack([pre[i] for i in sorted(pre)], dim=1).reshape(
+                B, S, len(pre), -1
+            )
         return res
 
     # ------------------------------------------------------------------ curves
@@ -241,9 +259,13 @@ class PerturbationEngine:
             raise ConfigError(f"{tokens.shape[0]} contexts for {B} paths", field="tokens")
         per = max(1, self.cfg.max_rows // S)
         parts = []
-        bar = tqdm(range(0, B, per), desc=desc, disable=not self.cfg.progress or B <= per, leave=False)
+        bar = tqdm(
+            range(0, B, per), desc=desc, disable=not self.cfg.progress or B <= per, leave=False
+        )
         for i in bar:
-            out = self.forward(tokens[i : i + per], paths[i : i + per], capture_mlp_pre=capture_mlp_pre)
+            out = self.forward(
+                tokens[i : i + per], paths[i : i + per], capture_mlp_pre=capture_mlp_pre
+            )
             read = out["read"].float()
             l2 = (read - read[:, :1]).norm(dim=-1)
             div = distribution_divergences(out["logits"])

@@ -8,7 +8,9 @@ class ChallengeError(Exception):
 
     def __init__(self, problem: str, *, file: str | None = None, field: str | None = None):
         self.file, self.field, self.problem = file, field, problem
-        where = ", ".join(p for p in (f"file {file}" if file else "", f"field {field}" if field else "") if p)
+        where = ", ".join(
+            p for p in (f"file {file}" if file else "", f"field {field}" if field else "") if p
+        )
         super().__init__(f"{where}: {problem}" if where else problem)
 
 

@@ -68,7 +68,9 @@ class LoadedModel:
         return self.model.cfg
 
 
-def hooked_config_from_hf(hf_config: Any, dtype: torch.dtype = torch.float32) -> HookedTransformerConfig:
+def hooked_config_from_hf(
+    hf_config: Any, dtype: torch.dtype = torch.float32
+) -> HookedTransformerConfig:
     """HookedTransformerConfig for a GPT-2 or Llama-architecture Hugging Face config."""
     mt = hf_config.model_type
     if mt == "gpt2":
@@ -119,7 +121,9 @@ def hooked_config_from_hf(hf_config: Any, dtype: torch.dtype = torch.float32) ->
     return HookedTransformerConfig(**d, dtype=dtype, device="cpu", default_prepend_bos=False)
 
 
-def hooked_from_hf(hf_model: Any, tokenizer: Any = None, device: str | None = None) -> HookedTransformer:
+def hooked_from_hf(
+    hf_model: Any, tokenizer: Any = None, device: str | None = None
+) -> HookedTransformer:
     """Convert a Hugging Face GPT-2 / Llama model to a raw-weight HookedTransformer.
 
     The hub path and the tests (tiny random models built from a config) share this code.
@@ -131,12 +135,18 @@ def hooked_from_hf(hf_model: Any, tokenizer: Any = None, device: str | None = No
 
     dtype = next(hf_model.parameters()).dtype
     cfg = hooked_config_from_hf(hf_model.config, dtype=dtype)
-    convert = convert_gpt2_weights if cfg.original_architecture == "GPT2LMHeadModel" else convert_llama_weights
+    convert = (
+        convert_gpt2_weights
+        if cfg.original_architecture == "GPT2LMHeadModel"
+        else convert_llama_weights
+    )
     state = convert(hf_model, cfg)
     return _assemble(cfg, state, tokenizer, device)
 
 
-def _assemble(cfg: HookedTransformerConfig, state: dict, tokenizer: Any, device: str | None) -> HookedTransformer:
+def _assemble(
+    cfg: HookedTransformerConfig, state: dict, tokenizer: Any, device: str | None
+) -> HookedTransformer:
     model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
     missing, unexpected = model.load_state_dict(state, strict=False)
     benign = (".IGNORE", ".mask", ".rotary_sin", ".rotary_cos")
@@ -145,7 +155,9 @@ def _assemble(cfg: HookedTransformerConfig, state: dict, tokenizer: Any, device:
         torch.nn.init.zeros_(model.unembed.b_U)
         real_missing = []
     if real_missing or unexpected:
-        raise RuntimeError(f"weight conversion mismatch: missing={real_missing[:5]} unexpected={unexpected[:5]}")
+        raise RuntimeError(
+            f"weight conversion mismatch: missing={real_missing[:5]} unexpected={unexpected[:5]}"
+        )
     model.eval()
     model.requires_grad_(False)
     return model.to(device or default_device())
@@ -191,11 +203,16 @@ def _load_embedded(spec: ModelSpec, device: str | None) -> LoadedModel:
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        hf = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        hf = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+        )
         model = hooked_from_hf(hf, tok, device="cpu")
         tmp = cdir.with_name(cdir.name + ".tmp")
         tmp.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+        save_file(
+            {k: v.contiguous() for k, v in model.state_dict().items()},
+            str(tmp / "model.safetensors"),
+        )
         tok.save_pretrained(str(tmp / "tokenizer"))
         cfg_dict = {k: v for k, v in model.cfg.to_dict().items() if _jsonable(v)}
         meta = {
@@ -213,7 +230,9 @@ def _load_embedded(spec: ModelSpec, device: str | None) -> LoadedModel:
         del hf
     meta = json.loads(meta_path.read_text())
     tok = AutoTokenizer.from_pretrained(str(cdir / "tokenizer"))
-    cfg_kwargs = {k: v for k, v in meta["cfg"].items() if k in HookedTransformerConfig.__dataclass_fields__}
+    cfg_kwargs = {
+        k: v for k, v in meta["cfg"].items() if k in HookedTransformerConfig.__dataclass_fields__
+    }
     for k in ("n_params", "d_vocab_out", "model_name", "tokenizer_name", "device", "n_devices"):
         cfg_kwargs.pop(k, None)
     cfg = HookedTransformerConfig(**cfg_kwargs, device="cpu")
@@ -237,7 +256,9 @@ def _load_embedded(spec: ModelSpec, device: str | None) -> LoadedModel:
     return LoadedModel(model=model, tokenizer=tok, spec=spec, provenance=prov)
 
 
-def _materialise_buffers(model: HookedTransformer, cfg: HookedTransformerConfig) -> HookedTransformer:
+def _materialise_buffers(
+    model: HookedTransformer, cfg: HookedTransformerConfig
+) -> HookedTransformer:
     """Replace meta-device buffers by freshly computed CPU ones."""
     fresh: dict[str, torch.Tensor] = {}
     for name, buf in model.named_buffers():
@@ -259,7 +280,9 @@ def _materialise_buffers(model: HookedTransformer, cfg: HookedTransformerConfig)
                 elif bname == "IGNORE":
                     mod.register_buffer("IGNORE", torch.tensor(-torch.inf))
                 elif bname in ("rotary_sin", "rotary_cos"):
-                    sin, cos = mod.calculate_sin_cos_rotary(cfg.rotary_dim, cfg.n_ctx, base=cfg.rotary_base, dtype=cfg.dtype)
+                    sin, cos = mod.calculate_sin_cos_rotary(
+                        cfg.rotary_dim, cfg.n_ctx, base=cfg.rotary_base, dtype=cfg.dtype
+                    )
                     mod.register_buffer("rotary_sin", sin)
                     mod.register_buffer("rotary_cos", cos)
                 else:

@@ -55,12 +55,20 @@ def plot_curve_groups(
     return path
 
 
-def plot_hist_groups(groups: dict[str, np.ndarray], path: str | Path, *, xlabel: str, title: str = "", bins: int = 30) -> Path:
+def plot_hist_groups(
+    groups: dict[str, np.ndarray], path: str | Path, *, xlabel: str, title: str = "", bins: int = 30
+) -> Path:
     fig, ax = plt.subplots(figsize=(5.2, 3.6))
     allv = np.concatenate([np.asarray(v, float) for v in groups.values()])
     edges = np.histogram_bin_edges(allv, bins=bins)
     for i, (name, v) in enumerate(groups.items()):
-        ax.hist(v, bins=edges, alpha=0.5, label=f"{name} (n={len(v)})", color=COLORS.get(name, f"C{i + 2}"))
+        ax.hist(
+            v,
+            bins=edges,
+            alpha=0.5,
+            label=f"{name} (n={len(v)})",
+            color=COLORS.get(name, f"C{i + 2}"),
+        )
     ax.set_xlabel(xlabel)
     ax.set_ylabel("count")
     ax.legend(fontsize=8)

@@ -132,8 +132,10 @@ def template_prompts(family: str) -> list[dict[str, str]]:
     choices = [[(g, v) for g, vs in fam.slots[n].items() for v in vs] for n in names]
     out = []
     for combo in itertools.product(*choices):
-        row: dict[str, str] = {"text": fam.template.format(**{n: v for n, (_, v) in zip(names, combo)})}
-        for n, (g, v) in zip(names, combo):
+        row: dict[str, str] = {
+            "text": fam.template.format(**{n: v for n, (_, v) in zip(names, combo, strict=True)})
+        }
+        for n, (g, v) in zip(names, combo, strict=True):
             row[n], row[f"{n}_group"] = v, g
             for label, by_group in fam.derived.items():
                 if g in by_group:
@@ -167,7 +169,11 @@ def _raw_texts(spec: PromptSpec) -> Iterator[str]:
         import datasets
 
         ds = datasets.load_dataset(
-            "text", data_files=_text_files(arg), split="train", streaming=True, sample_by="paragraph"
+            "text",
+            data_files=_text_files(arg),
+            split="train",
+            streaming=True,
+            sample_by="paragraph",
         )
         yield from (row["text"] for row in ds)
     elif kind == "hf" and arg:
@@ -221,7 +227,9 @@ def _tokenize(tokenizer: Any, texts: list[str]) -> list[list[int]]:
 
 def _bos(tokenizer: Any) -> list[int]:
     if tokenizer.bos_token_id is None:
-        raise ConfigError("prepend_bos is set but the tokenizer has no BOS token", field="prepend_bos")
+        raise ConfigError(
+            "prepend_bos is set but the tokenizer has no BOS token", field="prepend_bos"
+        )
     return [int(tokenizer.bos_token_id)]
 
 
@@ -249,7 +257,9 @@ def token_windows(
     streamed hub dataset is read only as far as needed).
     """
     if n_tokens is None or n_tokens < 1 or (prepend_bos and n_tokens < 2):
-        raise ConfigError(f"n_tokens must be >= {1 + prepend_bos}, got {n_tokens}", field="n_tokens")
+        raise ConfigError(
+            f"n_tokens must be >= {1 + prepend_bos}, got {n_tokens}", field="n_tokens"
+        )
     bos = _bos(tokenizer) if prepend_bos else []
     step = n_tokens - len(bos)
     seen: set[tuple[int, ...]] = set()

@@ -114,7 +114,11 @@ def p1_probe(
 def compare_features(ref: dict[str, np.ndarray], other: dict[str, np.ndarray]) -> dict[str, dict]:
     """Per feature: summaries of both samples and the KS statistic between them."""
     return {
-        k: {"ref": M.summarise(ref[k]), "other": M.summarise(other[k]), "ks": M.ks_statistic(ref[k], other[k])}
+        k: {
+            "ref": M.summarise(ref[k]),
+            "other": M.summarise(other[k]),
+            "ks": M.ks_statistic(ref[k], other[k]),
+        }
         for k in ref
     }
 
@@ -162,7 +166,9 @@ def p3_lengths(cfg: P3Config, units: dict[str, float]) -> Tensor:
     return grid / 91.0 * units["write_norm_median"]
 
 
-def p3_directions(kinds: tuple[str, ...], public: Tensor, stats: ActivationStats, n: int, seed: int) -> dict[str, Tensor]:
+def p3_directions(
+    kinds: tuple[str, ...], public: Tensor, stats: ActivationStats, n: int, seed: int
+) -> dict[str, Tensor]:
     out = {}
     for i, k in enumerate(kinds):
         s = seed + 1000 * i
@@ -239,8 +245,12 @@ def run_p1(track, engine: PerturbationEngine, cfg: P1Config) -> tuple[dict, dict
         "features": compare_features(f_real, f_rand),
         "n_curves": n,
     }
-    arrays = {f"real_{k}": v for k, v in c_real.arrays().items()} | {f"random_{k}": v for k, v in c_rand.arrays().items()}
-    arrays |= {f"real_feat_{k}": v for k, v in f_real.items()} | {f"random_feat_{k}": v for k, v in f_rand.items()}
+    arrays = {f"real_{k}": v for k, v in c_real.arrays().items()} | {
+        f"random_{k}": v for k, v in c_rand.arrays().items()
+    }
+    arrays |= {f"real_feat_{k}": v for k, v in f_real.items()} | {
+        f"random_feat_{k}": v for k, v in f_rand.items()
+    }
     return doc, arrays
 
 
@@ -252,7 +262,9 @@ def run_p2(track, engine: PerturbationEngine, cfg: P2Config) -> tuple[dict, dict
     c_real = engine.curves(toks, p2_paths(a, b, cfg, mean), desc="P2 real")
     s_real = p2_sharpness(c_real)
     doc = {"protocol": "p2", "config": asdict(cfg), "n_pairs": n, "sharpness": {}}
-    arrays = {f"real_{k}": v for k, v in c_real.arrays().items()} | {f"real_{k}": v for k, v in s_real.items()}
+    arrays = {f"real_{k}": v for k, v in c_real.arrays().items()} | {
+        f"real_{k}": v for k, v in s_real.items()
+    }
     groups = {"real": s_real}
     if cfg.control:
         stats = ActivationStats.fit(track.acts("public"))
@@ -261,15 +273,21 @@ def run_p2(track, engine: PerturbationEngine, cfg: P2Config) -> tuple[dict, dict
         c_rand = engine.curves(toks, p2_paths(a, a + d, cfg, mean), desc="P2 random")
         s_rand = p2_sharpness(c_rand)
         groups["random"] = s_rand
-        arrays |= {f"random_{k}": v for k, v in c_rand.arrays().items()} | {f"random_{k}": v for k, v in s_rand.items()}
+        arrays |= {f"random_{k}": v for k, v in c_rand.arrays().items()} | {
+            f"random_{k}": v for k, v in s_rand.items()
+        }
     for g, s in groups.items():
         doc["sharpness"][g] = {k: M.summarise(v) for k, v in s.items()}
     if cfg.control:
-        doc["ks_real_vs_random"] = {k: M.ks_statistic(groups["real"][k], groups["random"][k]) for k in s_real}
+        doc["ks_real_vs_random"] = {
+            k: M.ks_statistic(groups["real"][k], groups["random"][k]) for k in s_real
+        }
     return doc, arrays
 
 
-def run_p3(track, engine: PerturbationEngine, cfg: P3Config, extra: dict[str, Tensor] | None = None) -> tuple[dict, dict]:
+def run_p3(
+    track, engine: PerturbationEngine, cfg: P3Config, extra: dict[str, Tensor] | None = None
+) -> tuple[dict, dict]:
     """``extra``: additional direction sets ``[n_base, d]`` (e.g. SAE decoder directions)."""
     ctx_t, ctx_a = track.tokens("context"), track.acts("context")
     idx = _sample(len(ctx_a), cfg.n_base, cfg.seed)
@@ -278,7 +296,12 @@ def run_p3(track, engine: PerturbationEngine, cfg: P3Config, extra: dict[str, Te
     dirs |= extra or {}
     lengths = p3_lengths(cfg, track.units)
     curves, summary = p3_probe(engine, ctx_t[idx], ctx_a[idx], dirs, lengths, cfg.kl_threshold)
-    doc = {"protocol": "p3", "config": asdict(cfg), "lengths": lengths.tolist(), "directions": summary}
+    doc = {
+        "protocol": "p3",
+        "config": asdict(cfg),
+        "lengths": lengths.tolist(),
+        "directions": summary,
+    }
     arrays = {"lengths": lengths.numpy()}
     for name, c in curves.items():
         arrays |= {f"{name}_{k}": v for k, v in c.arrays().items()}

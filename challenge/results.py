@@ -71,16 +71,20 @@ def _atomic_write(path: Path, write) -> None:
             os.remove(tmp)
 
 
-def save_result(out_dir: str | Path, name: str, doc: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> Path:
+def save_result(
+    out_dir: str | Path, name: str, doc: dict[str, Any], arrays: dict[str, np.ndarray] | None = None
+) -> Path:
     """Write ``<out_dir>/<name>.json`` (and ``<name>.npz`` when arrays are given); return the JSON path."""
     out_dir = Path(out_dir)
     js = out_dir / f"{name}.json"
     text = json.dumps(to_jsonable(doc), indent=1, sort_keys=False)
     _atomic_write(js, lambda p: Path(p).write_text(text))
     if arrays:
+
         def w(p):
             with open(p, "wb") as f:
                 np.savez_compressed(f, **{k: np.asarray(v) for k, v in arrays.items()})
+
         _atomic_write(out_dir / f"{name}.npz", w)
     return js
 

@@ -47,7 +47,13 @@ def _features(columns: dict[str, np.ndarray]):
         if arr.dtype == object or arr.dtype.kind in "US":
             feats[name] = datasets.Value("string")
             continue
-        dtype = {np.dtype("float32"): "float32", np.dtype("float64"): "float64", np.dtype("int64"): "int64", np.dtype("int32"): "int32", np.dtype("bool"): "bool"}.get(arr.dtype)
+        dtype = {
+            np.dtype("float32"): "float32",
+            np.dtype("float64"): "float64",
+            np.dtype("int64"): "int64",
+            np.dtype("int32"): "int32",
+            np.dtype("bool"): "bool",
+        }.get(arr.dtype)
         if dtype is None:
             raise ConfigError(f"unsupported dtype {arr.dtype}", field=name)
         if arr.ndim == 1:
@@ -76,7 +82,9 @@ def _check_split(split: str, columns: dict[str, Any]) -> dict[str, np.ndarray]:
     return cols
 
 
-def write_track(out_dir: str | Path, meta: dict[str, Any], splits: dict[str, dict[str, np.ndarray]], card: str) -> dict[str, Any]:
+def write_track(
+    out_dir: str | Path, meta: dict[str, Any], splits: dict[str, dict[str, np.ndarray]], card: str
+) -> dict[str, Any]:
     """Write a track atomically and return its manifest."""
     import datasets
 
@@ -100,7 +108,12 @@ def write_track(out_dir: str | Path, meta: dict[str, Any], splits: dict[str, dic
             for p in sorted(tmp.rglob("*"))
             if p.is_file()
         }
-        manifest = {"format": FORMAT, "track_id": meta["track_id"], "version": str(meta["version"]), "files": files}
+        manifest = {
+            "format": FORMAT,
+            "track_id": meta["track_id"],
+            "version": str(meta["version"]),
+            "files": files,
+        }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
         if out_dir.exists():
             shutil.rmtree(out_dir)
@@ -123,26 +136,44 @@ def verify_track(track_dir: str | Path) -> dict[str, Any]:
     except (json.JSONDecodeError, KeyError) as e:
         raise TrackIntegrityError(f"malformed manifest ({e})", file=str(mpath)) from e
     if manifest.get("format") != FORMAT:
-        raise TrackIntegrityError(f"unknown format {manifest.get('format')!r}, expected {FORMAT}", file=str(mpath), field="format")
+        raise TrackIntegrityError(
+            f"unknown format {manifest.get('format')!r}, expected {FORMAT}",
+            file=str(mpath),
+            field="format",
+        )
     for rel, info in files.items():
         p = track_dir / rel
         if not p.exists():
             raise TrackIntegrityError("listed in the manifest but missing", file=str(p))
         got = sha256_file(p)
         if got != info["sha256"]:
-            raise TrackIntegrityError(f"checksum mismatch: expected {info['sha256'][:16]}..., got {got[:16]}...", file=str(p), field="sha256")
-    extra = [p.relative_to(track_dir).as_posix() for p in (track_dir / "data").glob("*") if p.is_file()]
+            raise TrackIntegrityError(
+                f"checksum mismatch: expected {info['sha256'][:16]}..., got {got[:16]}...",
+                file=str(p),
+                field="sha256",
+            )
+    extra = [
+        p.relative_to(track_dir).as_posix() for p in (track_dir / "data").glob("*") if p.is_file()
+    ]
     extra = [e for e in extra if e not in files]
     if extra:
-        raise TrackIntegrityError(f"data files not in the manifest: {extra}", file=str(track_dir / "data"))
+        raise TrackIntegrityError(
+            f"data files not in the manifest: {extra}", file=str(track_dir / "data")
+        )
     meta = json.loads((track_dir / "track.json").read_text())
     for key in ("track_id", "version"):
         if str(meta.get(key)) != str(manifest.get(key)):
-            raise TrackIntegrityError(f"track.json says {meta.get(key)!r}, manifest says {manifest.get(key)!r}", file=str(track_dir / "track.json"), field=key)
+            raise TrackIntegrityError(
+                f"track.json says {meta.get(key)!r}, manifest says {manifest.get(key)!r}",
+                file=str(track_dir / "track.json"),
+                field=key,
+            )
     return manifest
 
 
-def read_track(track_dir: str | Path, verify: bool = True) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
+def read_track(
+    track_dir: str | Path, verify: bool = True
+) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
     """Metadata and splits as numpy arrays with their stored dtypes and shapes."""
     import datasets
 
@@ -153,7 +184,13 @@ def read_track(track_dir: str | Path, verify: bool = True) -> tuple[dict[str, An
     splits: dict[str, dict[str, np.ndarray]] = {}
     with tempfile.TemporaryDirectory() as cache:
         for path in sorted((track_dir / "data").glob("*.parquet")):
-            ds = datasets.load_dataset("parquet", data_files={"split": str(path)}, split="split", cache_dir=cache, keep_in_memory=True)
+            ds = datasets.load_dataset(
+                "parquet",
+                data_files={"split": str(path)},
+                split="split",
+                cache_dir=cache,
+                keep_in_memory=True,
+            )
             splits[path.stem] = _arrow_to_numpy(ds.data.table)
     return meta, splits
 
@@ -167,7 +204,11 @@ def _arrow_to_numpy(table) -> dict[str, np.ndarray]:
         col = table.column(name).combine_chunks()
         if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
             cols[name] = np.array(col.to_pylist(), dtype=object)
-        elif pa.types.is_list(col.type) or pa.types.is_fixed_size_list(col.type) or pa.types.is_large_list(col.type):
+        elif (
+            pa.types.is_list(col.type)
+            or pa.types.is_fixed_size_list(col.type)
+            or pa.types.is_large_list(col.type)
+        ):
             flat = col.flatten().to_numpy(zero_copy_only=False)
             cols[name] = (flat.reshape(len(col), -1) if len(col) else flat.reshape(0, 0)).copy()
         else:
@@ -191,14 +232,21 @@ def publish(track_dir: str | Path, dest: str, *, private: bool = False) -> str:
         repo = dest[len("hf://") :]
         api = HfApi()
         api.create_repo(repo, repo_type="dataset", exist_ok=True, private=private)
-        api.upload_folder(repo_id=repo, folder_path=str(track_dir), repo_type="dataset", commit_message=f"{tid} v{ver}")
+        api.upload_folder(
+            repo_id=repo,
+            folder_path=str(track_dir),
+            repo_type="dataset",
+            commit_message=f"{tid} v{ver}",
+        )
         api.create_tag(repo, tag=f"v{ver}", repo_type="dataset", exist_ok=True)
         return f"https://huggingface.co/datasets/{repo}/tree/v{ver}"
     target = _registry_path(Path(dest), tid, ver)
     if target.exists():
         if json.loads((target / MANIFEST).read_text()).get("files") == manifest["files"]:
             return str(target)
-        raise TrackIntegrityError(f"registry already holds a different {tid} v{ver}; bump the version", file=str(target))
+        raise TrackIntegrityError(
+            f"registry already holds a different {tid} v{ver}; bump the version", file=str(target)
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".publish.", dir=target.parent))
     try:
@@ -220,13 +268,20 @@ def download(source: str, *, track_id: str, version: str, cache_dir: Path | None
         if source.startswith("hf://"):
             from huggingface_hub import snapshot_download
 
-            snapshot_download(source[len("hf://") :], repo_type="dataset", revision=f"v{version}", local_dir=str(staging / "t"))
+            snapshot_download(
+                source[len("hf://") :],
+                repo_type="dataset",
+                revision=f"v{version}",
+                local_dir=str(staging / "t"),
+            )
             fetched = staging / "t"
             shutil.rmtree(fetched / ".cache", ignore_errors=True)  # huggingface_hub's bookkeeping
         else:
             src = _registry_path(Path(source), track_id, version)
             if not src.exists():
-                raise TrackIntegrityError(f"no {track_id} v{version} in this registry", file=str(src))
+                raise TrackIntegrityError(
+                    f"no {track_id} v{version} in this registry", file=str(src)
+                )
             fetched = staging / "t"
             shutil.copytree(src, fetched)
         manifest = verify_track(fetched)

@@ -50,7 +50,8 @@ def supports(model: HookedTransformer) -> tuple[bool, str]:
     c = model.cfg
     checks = {
         "normalization_type in (LN, RMS)": c.normalization_type in ("LN", "RMS"),
-        "positional_embedding_type in (standard, rotary)": c.positional_embedding_type in ("standard", "rotary"),
+        "positional_embedding_type in (standard, rotary)": c.positional_embedding_type
+        in ("standard", "rotary"),
         "act_fn supported": c.act_fn in _ACTS,
         "not attn_only": not c.attn_only,
         "not parallel_attn_mlp": not getattr(c, "parallel_attn_mlp", False),
@@ -61,7 +62,9 @@ def supports(model: HookedTransformer) -> tuple[bool, str]:
             or getattr(c, "output_logits_soft_cap", -1.0) > 0
         ),
         "rotary not adjacent-pairs, full dim": c.positional_embedding_type != "rotary"
-        or (not c.rotary_adjacent_pairs and c.rotary_dim == c.d_head and not c.use_dynamic_ntk_rope),
+        or (
+            not c.rotary_adjacent_pairs and c.rotary_dim == c.d_head and not c.use_dynamic_ntk_rope
+        ),
         "no post-norms": not getattr(c, "use_normalization_before_and_after", False),
     }
     bad = [k for k, ok in checks.items() if not ok]
@@ -162,13 +165,20 @@ class TailRunner:
                 for lo, nh in ((0, H), (H * dh, G)):
                     blk = W[:, lo : lo + nh * dh].unflatten(-1, (nh, dh))
                     W[:, lo : lo + nh * dh] = (blk @ R).flatten(-2)
-                    b[lo : lo + nh * dh] = (b[lo : lo + nh * dh].unflatten(-1, (nh, dh)) @ R).flatten()
+                    b[lo : lo + nh * dh] = (
+                        b[lo : lo + nh * dh].unflatten(-1, (nh, dh)) @ R
+                    ).flatten()
             W[:, : H * dh] /= p["scale"]
             b[: H * dh] /= p["scale"]
             W_in, b_in = p["W_in"], p["b_in"]
             if not self.rms:
                 b_in = b_in + p["ln2_b"] @ W_in
-            f = dict(p, W_qkv=W.contiguous(), b_qkv=_nonzero(b), W_in=(p["ln2_w"][:, None] * W_in).contiguous())
+            f = dict(
+                p,
+                W_qkv=W.contiguous(),
+                b_qkv=_nonzero(b),
+                W_in=(p["ln2_w"][:, None] * W_in).contiguous(),
+            )
             f.update(b_in=_nonzero(b_in), b_O=_nonzero(p["b_O"]), b_out=_nonzero(p["b_out"]))
             out.append(f)
         self._folded[position] = out
@@ -226,7 +236,7 @@ class TailRunner:
         """Build the cache from the clean residual at the write point only, running the prefix
         positions through ``blocks[start:]`` with causal attention (no TransformerLens pass)."""
         B, T, _ = resid.shape
-        P, G, R, dh = T - 1, self.G, self.H // self.G, self.dh
+        P, G, R = T - 1, self.G, self.H // self.G
         x = resid[:, :P]
         pos = torch.arange(P, device=resid.device)
         causal = torch.ones(P, P, dtype=torch.bool, device=resid.device).tril()
@@ -274,7 +284,9 @@ class TailRunner:
             s_pre = torch.einsum("bsgrd,bpgd->bsgrp", qg, Kp)
             s_self = (qg * k.unsqueeze(3)).sum(-1, keepdim=True)
             probs = torch.softmax(torch.cat([s_pre, s_self], dim=-1), dim=-1)
-            z = torch.einsum("bsgrp,bpgd->bsgrd", probs[..., :-1], Vp) + probs[..., -1:] * v.unsqueeze(3)
+            z = torch.einsum("bsgrp,bpgd->bsgrd", probs[..., :-1], Vp) + probs[
+                ..., -1:
+            ] * v.unsqueeze(3)
             resid = resid + _linear(z.reshape(B, S, -1), p["W_O"], p["b_O"])
             pre = _linear(self._unit_norm(resid), p["W_in"], p["b_in"])
             if self.gated:

@@ -67,7 +67,9 @@ class TrackSpec:
 
     def validate(self) -> None:
         if self.position != -1:
-            raise ConfigError("only the last position (-1) is supported, as published", field="position")
+            raise ConfigError(
+                "only the last position (-1) is supported, as published", field="position"
+            )
         for name in ("n_public", "n_heldout", "n_context"):
             if getattr(self, name) < 2:
                 raise ConfigError(f"must be >= 2, got {getattr(self, name)}", field=name)
@@ -90,7 +92,11 @@ def _gpt2_track() -> TrackSpec:
 TRACKS: dict[str, TrackSpec] = {
     "smollm2-135m-l1": TrackSpec(),
     "smollm2-135m-l1-tiny": TrackSpec(
-        track_id="smollm2-135m-l1-tiny", n_public=256, n_heldout=128, n_context=64, description="Small test track."
+        track_id="smollm2-135m-l1-tiny",
+        n_public=256,
+        n_heldout=128,
+        n_context=64,
+        description="Small test track.",
     ),
     "smollm2-135m-l7": TrackSpec(
         track_id="smollm2-135m-l7",
@@ -108,7 +114,9 @@ def get_spec(name_or_path: str) -> TrackSpec:
     p = Path(name_or_path)
     if p.suffix == ".json" and p.exists():
         return TrackSpec.from_dict(json.loads(p.read_text()))
-    raise ConfigError(f"unknown track {name_or_path!r}; known: {sorted(TRACKS)} or a .json spec", field="track")
+    raise ConfigError(
+        f"unknown track {name_or_path!r}; known: {sorted(TRACKS)} or a .json spec", field="track"
+    )
 
 
 def default_track_dir(spec: TrackSpec) -> Path:
@@ -139,7 +147,9 @@ class Track:
         return int(self.splits["public"]["activation"].shape[1])
 
     def engine(self, lm: LoadedModel, **overrides) -> PerturbationEngine:
-        cfg = EngineConfig(write_hook=self.spec.write_hook, read_hook=self.spec.read_hook, **overrides)
+        cfg = EngineConfig(
+            write_hook=self.spec.write_hook, read_hook=self.spec.read_hook, **overrides
+        )
         return PerturbationEngine(lm.model, cfg)
 
 
@@ -154,7 +164,9 @@ def load_track(path: str | Path, verify: bool = True) -> Track:
     return Track(spec=TrackSpec.from_dict(meta["spec"]), meta=meta, splits=splits, path=path)
 
 
-def measure_units(engine: PerturbationEngine, tokens: torch.Tensor, acts: torch.Tensor) -> dict[str, float]:
+def measure_units(
+    engine: PerturbationEngine, tokens: torch.Tensor, acts: torch.Tensor
+) -> dict[str, float]:
     """Scale-free units: median real-to-real distance at the write point, and the median
     read-out distance at the end of a real-to-real path (context i, target i+1)."""
     n = len(acts)
@@ -182,7 +194,7 @@ tags: [interpretability, activation-plateaus, residual-stream, plateau-challenge
 configs:
 - config_name: default
   data_files:
-{chr(10).join(f'  - split: {s}{chr(10)}    path: data/{s}.parquet' for s in SPLITS)}
+{chr(10).join(f"  - split: {s}{chr(10)}    path: data/{s}.parquet" for s in SPLITS)}
 ---
 # Plateau challenge track `{spec.track_id}` v{spec.version}
 
@@ -191,10 +203,10 @@ configs:
 Real residual-stream activations for the activation-plateau challenge, made by
 `plateau build {spec.track_id}` (plateau-challenge {challenge.__version__}).
 
-- Model: `{prov['model']}` (revision `{prov['revision']}`), dtype {spec.model.dtype}, raw weights
+- Model: `{prov["model"]}` (revision `{prov["revision"]}`), dtype {spec.model.dtype}, raw weights
 - Write point: `{spec.write_hook}`, position {spec.position} (last token); read-out `{spec.read_hook}`
 - Prompts: `{spec.prompts.source}`, windows of {spec.prompts.n_tokens} tokens, deduplicated, seed {spec.seed}
-- Columns: `tokens` (int64 [{spec.prompts.n_tokens}]), `activation` (float32 [{meta['d_model']}]), `text`
+- Columns: `tokens` (int64 [{spec.prompts.n_tokens}]), `activation` (float32 [{meta["d_model"]}]), `text`
 
 | split | rows |
 |---|---|
@@ -203,17 +215,20 @@ Real residual-stream activations for the activation-plateau challenge, made by
 `public` is for fitting generators; `heldout` is the scorer's real reference; `context` holds the
 prompts into which activations are written when probed. Splits share no prompt window.
 
-Scale-free units measured at build: median write-point norm {units['write_norm_median']:.3f},
-median real-to-real distance {units['write_distance_median']:.3f}, median read-out distance at
-the end of a real-to-real path {units['read_distance_median']:.3f}.
+Scale-free units measured at build: median write-point norm {units["write_norm_median"]:.3f},
+median real-to-real distance {units["write_distance_median"]:.3f}, median read-out distance at
+the end of a real-to-real path {units["read_distance_median"]:.3f}.
 
-Built {meta['built_at']} with torch {prov['torch']}, transformer_lens {prov['transformer_lens']}.
+Built {meta["built_at"]} with torch {prov["torch"]}, transformer_lens {prov["transformer_lens"]}.
 `manifest.json` lists the sha256 of every file; `plateau download` verifies them.
 """
 
 
 def build_track(
-    spec: TrackSpec, out_dir: str | Path | None = None, lm: LoadedModel | None = None, batch_size: int = 256
+    spec: TrackSpec,
+    out_dir: str | Path | None = None,
+    lm: LoadedModel | None = None,
+    batch_size: int = 256,
 ) -> Path:
     """Build a track's real activation sets and write them (atomically) to ``out_dir``."""
     spec.validate()
@@ -222,7 +237,9 @@ def build_track(
     out_dir = Path(out_dir) if out_dir else default_track_dir(spec)
     sizes = {"public": spec.n_public, "heldout": spec.n_heldout, "context": spec.n_context}
     windows = build_prompts(spec.prompts, lm.tokenizer, sizes, spec.seed)
-    engine = PerturbationEngine(lm.model, EngineConfig(write_hook=spec.write_hook, read_hook=spec.read_hook))
+    engine = PerturbationEngine(
+        lm.model, EngineConfig(write_hook=spec.write_hook, read_hook=spec.read_hook)
+    )
     splits: dict[str, dict[str, np.ndarray]] = {}
     for name in SPLITS:
         toks = torch.from_numpy(np.asarray(windows[name], dtype=np.int64))
@@ -233,7 +250,9 @@ def build_track(
             "text": np.array(lm.tokenizer.batch_decode(toks.tolist()), dtype=object),
         }
     ctx = splits["context"]
-    units = measure_units(engine, torch.from_numpy(ctx["tokens"]), torch.from_numpy(ctx["activation"]))
+    units = measure_units(
+        engine, torch.from_numpy(ctx["tokens"]), torch.from_numpy(ctx["activation"])
+    )
     meta = {
         "track_id": spec.track_id,
         "version": spec.version,

@@ -23,7 +23,9 @@ def tiny_track_dir(smollm, tmp_path_factory):
     """The small registered track built once per session (256 / 128 / 64 rows)."""
     from challenge.track import build_track, get_spec
 
-    return build_track(get_spec("smollm2-135m-l1-tiny"), tmp_path_factory.mktemp("tracks") / "tiny", lm=smollm)
+    return build_track(
+        get_spec("smollm2-135m-l1-tiny"), tmp_path_factory.mktemp("tracks") / "tiny", lm=smollm
+    )
 
 
 @pytest.fixture(scope="session")

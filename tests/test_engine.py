@@ -17,7 +17,9 @@ from challenge.errors import ConfigError
 def setup(smollm):
     torch.manual_seed(0)
     tokens = torch.randint(100, 30000, (6, 10))
-    eng = PerturbationEngine(smollm.model, EngineConfig(write_hook="blocks.1.hook_resid_pre", progress=False))
+    eng = PerturbationEngine(
+        smollm.model, EngineConfig(write_hook="blocks.1.hook_resid_pre", progress=False)
+    )
     acts = eng.clean(tokens)["write"]
     alpha = torch.linspace(0, 1, 12)[None, :, None]
     paths = acts[:, None] + alpha * (acts.roll(1, 0) - acts)[:, None]
@@ -26,7 +28,10 @@ def setup(smollm):
 
 def test_tail_equals_reference_backend(smollm, setup):
     eng, tokens, _, paths = setup
-    ref = PerturbationEngine(smollm.model, EngineConfig(write_hook="blocks.1.hook_resid_pre", backend="reference", progress=False))
+    ref = PerturbationEngine(
+        smollm.model,
+        EngineConfig(write_hook="blocks.1.hook_resid_pre", backend="reference", progress=False),
+    )
     assert eng.backend == "tail" and ref.backend == "reference"
     a, b = eng.curves(tokens, paths), ref.curves(tokens, paths)
     np.testing.assert_allclose(a.l2, b.l2, rtol=1e-4, atol=1e-2 * 1e-2 * b.l2.max())
@@ -45,9 +50,17 @@ def test_curves_start_at_zero_and_respond(setup):
 
 def test_chunking_does_not_change_results(smollm, setup):
     _, tokens, _, paths = setup
-    small = PerturbationEngine(smollm.model, EngineConfig(write_hook="blocks.1.hook_resid_pre", max_rows=12, progress=False))
-    big = PerturbationEngine(smollm.model, EngineConfig(write_hook="blocks.1.hook_resid_pre", max_rows=4096, progress=False))
-    np.testing.assert_allclose(small.curves(tokens, paths).l2, big.curves(tokens, paths).l2, rtol=1e-5, atol=1e-3)
+    small = PerturbationEngine(
+        smollm.model,
+        EngineConfig(write_hook="blocks.1.hook_resid_pre", max_rows=12, progress=False),
+    )
+    big = PerturbationEngine(
+        smollm.model,
+        EngineConfig(write_hook="blocks.1.hook_resid_pre", max_rows=4096, progress=False),
+    )
+    np.testing.assert_allclose(
+        small.curves(tokens, paths).l2, big.curves(tokens, paths).l2, rtol=1e-5, atol=1e-3
+    )
 
 
 def test_step_zero_of_a_real_path_is_the_clean_run(setup):
@@ -80,5 +93,10 @@ def test_bad_hooks_are_refused(smollm):
     with pytest.raises(ConfigError, match="write_hook"):
         PerturbationEngine(smollm.model, EngineConfig(write_hook="blocks.1.attn.hook_z"))
     with pytest.raises(ConfigError, match="read_hook"):
-        PerturbationEngine(smollm.model, EngineConfig(write_hook="blocks.5.hook_resid_pre", read_hook="blocks.2.hook_resid_post"))
+        PerturbationEngine(
+            smollm.model,
+            EngineConfig(
+                write_hook="blocks.5.hook_resid_pre", read_hook="blocks.2.hook_resid_post"
+            ),
+        )
     assert parse_resid_hook("blocks.0.hook_resid_post", 12) == 1

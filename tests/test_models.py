@@ -18,8 +18,14 @@ def test_embedded_logits_match_hf(smollm):
     from transformers import AutoModelForCausalLM
 
     g = embedded_gguf_path()
-    hf = AutoModelForCausalLM.from_pretrained(str(g.parent), gguf_file=g.name, dtype=torch.float32).eval()
-    toks = smollm.tokenizer(["Once upon a time, there was a little", "The capital of France is"], return_tensors="pt", padding=True).input_ids
+    hf = AutoModelForCausalLM.from_pretrained(
+        str(g.parent), gguf_file=g.name, dtype=torch.float32
+    ).eval()
+    toks = smollm.tokenizer(
+        ["Once upon a time, there was a little", "The capital of France is"],
+        return_tensors="pt",
+        padding=True,
+    ).input_ids
     with torch.no_grad():
         ref = hf(toks).logits
         ours = smollm.model(toks)
@@ -33,7 +39,9 @@ def test_embedded_model_is_raw_fp32_and_described(smollm):
     assert next(smollm.model.parameters()).dtype == torch.float32
     # raw weights: RMSNorm weights are not folded into the next matrices
     assert not torch.allclose(smollm.model.blocks[0].ln1.w, torch.ones(576))
-    assert smollm.provenance["weights_sha256"] and smollm.provenance["model"].startswith("HuggingFaceTB/")
+    assert smollm.provenance["weights_sha256"] and smollm.provenance["model"].startswith(
+        "HuggingFaceTB/"
+    )
 
 
 def test_cached_load_is_fast(smollm):
@@ -47,7 +55,9 @@ def test_tiny_gpt2_goes_through_the_gpt2_conversion_path():
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
-    hf = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=300, n_positions=32)).eval()
+    hf = GPT2LMHeadModel(
+        GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=300, n_positions=32)
+    ).eval()
     cfg = hooked_config_from_hf(hf.config)
     assert cfg.original_architecture == "GPT2LMHeadModel" and cfg.normalization_type == "LN"
     model = hooked_from_hf(hf, device="cpu")

@@ -10,7 +10,11 @@ from challenge.errors import ConfigError
 
 def test_units_resolution(tiny_track):
     gpt2 = P.resolve_p1(P.P1Config(units="gpt2"), tiny_track.units)
-    assert (gpt2["abs_step"], gpt2["plateau_distance"], gpt2["slope_threshold"]) == (0.5, 20.0, 0.02)
+    assert (gpt2["abs_step"], gpt2["plateau_distance"], gpt2["slope_threshold"]) == (
+        0.5,
+        20.0,
+        0.02,
+    )
     sf = P.resolve_p1(P.P1Config(units="scale_free"), tiny_track.units)
     assert sf["abs_step"] == pytest.approx(tiny_track.units["write_distance_median"] / 100)
     assert sf["plateau_distance"] == pytest.approx(0.2 * tiny_track.units["read_distance_median"])
@@ -43,9 +47,14 @@ def test_p1_absolute_scheme_steps_are_fixed_length(tiny_track):
 def test_p2_and_p3_runners(smollm, tiny_track):
     eng = tiny_track.engine(smollm, progress=False)
     doc, arrays = P.run_p2(tiny_track, eng, P.P2Config(n_pairs=5, n_steps=11))
-    assert arrays["real_sharpness_l2"].shape == (5,) and (arrays["real_sharpness_l2"] >= 1 - 1e-6).all()
+    assert (
+        arrays["real_sharpness_l2"].shape == (5,)
+        and (arrays["real_sharpness_l2"] >= 1 - 1e-6).all()
+    )
     assert "random" in doc["sharpness"]
-    doc, arrays = P.run_p3(tiny_track, eng, P.P3Config(n_base=4, directions=("isotropic", "cov_mixture")))
+    doc, arrays = P.run_p3(
+        tiny_track, eng, P.P3Config(n_base=4, directions=("isotropic", "cov_mixture"))
+    )
     assert set(doc["directions"]) == {"isotropic", "cov_mixture"}
     kl = arrays["isotropic_kl"]
     assert kl.shape == (4, 47) and np.allclose(kl[:, 0], 0, atol=1e-6)

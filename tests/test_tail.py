@@ -16,7 +16,10 @@ def _reference(model, tokens, layer, x):
         tokens,
         fwd_hooks=[
             (f"blocks.{layer}.hook_resid_pre", write),
-            (f"blocks.{model.cfg.n_layers - 1}.hook_resid_post", lambda a, hook: store.update(r=a[:, -1])),
+            (
+                f"blocks.{model.cfg.n_layers - 1}.hook_resid_post",
+                lambda a, hook: store.update(r=a[:, -1]),
+            ),
         ],
     )
     return store["r"], logits[:, -1]
@@ -29,7 +32,9 @@ def test_tail_matches_full_forward_on_smollm(smollm):
     layer = 5
     _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_resid_pre"))
     runner = TailRunner(model, layer)
-    pc = runner.prefix([cache[f"blocks.{i}.hook_resid_pre"] for i in range(layer, model.cfg.n_layers)])
+    pc = runner.prefix(
+        [cache[f"blocks.{i}.hook_resid_pre"] for i in range(layer, model.cfg.n_layers)]
+    )
     x = cache[f"blocks.{layer}.hook_resid_pre"][:, -1] + 5 * torch.randn(3, 576)
     out = runner.run(x[:, None], pc, read_layers=(model.cfg.n_layers - 1,))
     ref_read, ref_logits = _reference(model, tokens, layer, x)
@@ -64,7 +69,9 @@ def test_tail_matches_full_forward_on_gpt2_architecture():
     from challenge.models import hooked_from_hf
 
     torch.manual_seed(0)
-    hf = GPT2LMHeadModel(GPT2Config(n_layer=4, n_embd=64, n_head=4, vocab_size=500, n_positions=32)).eval()
+    hf = GPT2LMHeadModel(
+        GPT2Config(n_layer=4, n_embd=64, n_head=4, vocab_size=500, n_positions=32)
+    ).eval()
     model = hooked_from_hf(hf, device="cpu")
     tokens = torch.randint(0, 500, (3, 10))
     _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_resid_pre"))
@@ -84,12 +91,17 @@ def test_prefix_from_write_point_equals_prefix_from_tl_cache(smollm):
     from challenge.models import hooked_from_hf
 
     torch.manual_seed(1)
-    gpt2 = hooked_from_hf(GPT2LMHeadModel(GPT2Config(n_layer=3, n_embd=64, n_head=4, vocab_size=300)).eval(), device="cpu")
+    gpt2 = hooked_from_hf(
+        GPT2LMHeadModel(GPT2Config(n_layer=3, n_embd=64, n_head=4, vocab_size=300)).eval(),
+        device="cpu",
+    )
     for model, start, vocab in ((smollm.model, 4, 30000), (gpt2, 1, 300)):
         tokens = torch.randint(0, vocab, (2, 9))
         _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_resid_pre"))
         runner = TailRunner(model, start)
-        a = runner.prefix([cache[f"blocks.{i}.hook_resid_pre"] for i in range(start, model.cfg.n_layers)])
+        a = runner.prefix(
+            [cache[f"blocks.{i}.hook_resid_pre"] for i in range(start, model.cfg.n_layers)]
+        )
         b = runner.prefix_from_write(cache[f"blocks.{start}.hook_resid_pre"])
         for ka, kb in zip(a.keys + a.values, b.keys + b.values, strict=True):
             assert (ka - kb).abs().max() <= 1e-4 * ka.abs().max()

@@ -27,13 +27,17 @@ def test_stored_activations_are_the_models(smollm, tiny_track):
     """Re-running the model on stored tokens gives the stored activations."""
     toks = tiny_track.tokens("context")[:8]
     _, cache = smollm.model.run_with_cache(toks, names_filter="blocks.1.hook_resid_pre")
-    assert torch.allclose(cache["blocks.1.hook_resid_pre"][:, -1], tiny_track.acts("context")[:8], atol=1e-5)
+    assert torch.allclose(
+        cache["blocks.1.hook_resid_pre"][:, -1], tiny_track.acts("context")[:8], atol=1e-5
+    )
 
 
 def test_units_and_card_record_how_it_was_made(tiny_track, tiny_track_dir):
     u = tiny_track.units
     assert u["write_distance_median"] > 0 and u["read_distance_median"] > 0
-    assert abs(u["write_norm_median"] - 47) < 15  # SmolLM2 layer-1 norms are near 47 (offline-models.md)
+    assert (
+        abs(u["write_norm_median"] - 47) < 15
+    )  # SmolLM2 layer-1 norms are near 47 (offline-models.md)
     prov = tiny_track.meta["provenance"]
     assert prov["model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and prov["transformer_lens"]
     card = (tiny_track_dir / "README.md").read_text()
@@ -43,7 +47,12 @@ def test_units_and_card_record_how_it_was_made(tiny_track, tiny_track_dir):
 def test_publish_download_roundtrip_is_identical(tiny_track, tiny_track_dir, tmp_path):
     registry = tmp_path / "registry"
     publish(tiny_track_dir, str(registry))
-    got = download(str(registry), track_id="smollm2-135m-l1-tiny", version="1.0.0", cache_dir=tmp_path / "cache")
+    got = download(
+        str(registry),
+        track_id="smollm2-135m-l1-tiny",
+        version="1.0.0",
+        cache_dir=tmp_path / "cache",
+    )
     again = load_track(got)
     for s in SPLITS:
         for col in ("tokens", "activation"):
@@ -66,7 +75,12 @@ def test_wrong_version_or_missing_manifest_is_refused(tiny_track_dir, tmp_path):
     registry = tmp_path / "registry"
     publish(tiny_track_dir, str(registry))
     with pytest.raises(TrackIntegrityError, match="v2.0.0"):
-        download(str(registry), track_id="smollm2-135m-l1-tiny", version="2.0.0", cache_dir=tmp_path / "c")
+        download(
+            str(registry),
+            track_id="smollm2-135m-l1-tiny",
+            version="2.0.0",
+            cache_dir=tmp_path / "c",
+        )
     assert not (tmp_path / "c").exists()  # nothing written half-way
     bad = tmp_path / "nomanifest"
     shutil.copytree(tiny_track_dir, bad)
