@@ -60,64 +60,46 @@ class TemplateFamily:
     derived: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
-_RELATIONS = {
-    "family": ("mother", "father", "sister", "brother", "aunt", "uncle"),
-    "other": ("friend", "neighbour", "teacher", "boss"),
-}
+def _g(**groups: str) -> dict[str, tuple[str, ...]]:
+    return {g: tuple(words.split()) for g, words in groups.items()}
+
+
+_POSITIVE = dict.fromkeys(("kind", "funny", "brave", "smart"), "positive")
 TEMPLATE_FAMILIES: dict[str, TemplateFamily] = {
     "person_adjective": TemplateFamily(
         "My {relation} is a very {adjective} person, and everyone says that",
         {
-            "relation": _RELATIONS,
-            "adjective": {
-                "kind": ("kind", "generous", "caring", "gentle", "friendly"),
-                "cruel": ("cruel", "selfish", "rude", "mean", "nasty"),
-                "funny": ("funny", "witty", "cheerful", "playful", "hilarious"),
-                "lazy": ("lazy", "sloppy", "careless", "idle", "sluggish"),
-                "brave": ("brave", "bold", "fearless", "courageous", "daring"),
-                "smart": ("smart", "clever", "brilliant", "wise", "intelligent"),
-            },
+            "relation": _g(family="mother father sister brother aunt uncle",
+                           other="friend neighbour teacher boss"),
+            "adjective": _g(
+                kind="kind generous caring gentle friendly",
+                cruel="cruel selfish rude mean nasty",
+                funny="funny witty cheerful playful hilarious",
+                lazy="lazy sloppy careless idle sluggish",
+                brave="brave bold fearless courageous daring",
+                smart="smart clever brilliant wise intelligent",
+            ),
         },
-        {
-            "sentiment": {
-                "kind": "positive",
-                "funny": "positive",
-                "brave": "positive",
-                "smart": "positive",
-                "cruel": "negative",
-                "lazy": "negative",
-            }
-        },
+        {"sentiment": _POSITIVE | dict.fromkeys(("cruel", "lazy"), "negative")},
     ),
     "object_color": TemplateFamily(
         "The {object} on the table was painted {color}, and when I looked at it I saw",
         {
-            "object": {
-                "furniture": ("chair", "table", "shelf", "desk", "stool"),
-                "small": ("cup", "box", "vase", "bowl", "bottle"),
-            },
-            "color": {
-                "warm": ("red", "orange", "yellow", "pink"),
-                "cool": ("blue", "green", "purple", "teal"),
-                "neutral": ("black", "white", "gray", "brown"),
-            },
+            "object": _g(furniture="chair table shelf desk stool", small="cup box vase bowl bottle"),
+            "color": _g(warm="red orange yellow pink", cool="blue green purple teal",
+                        neutral="black white gray brown"),
         },
     ),
     "city_weather": TemplateFamily(
         "In {city} the weather today is {weather}, so everyone decided to",
         {
-            "city": {
-                "europe": ("Paris", "London", "Berlin", "Madrid", "Rome"),
-                "america": ("Boston", "Chicago", "Toronto", "Denver", "Miami"),
-                "asia": ("Tokyo", "Seoul", "Delhi", "Bangkok", "Beijing"),
-            },
-            "weather": {
-                "warm": ("sunny", "hot", "warm", "dry"),
-                "cold": ("rainy", "cold", "snowy", "windy", "stormy"),
-            },
+            "city": _g(europe="Paris London Berlin Madrid Rome",
+                       america="Boston Chicago Toronto Denver Miami",
+                       asia="Tokyo Seoul Delhi Bangkok Beijing"),
+            "weather": _g(warm="sunny hot warm dry", cold="rainy cold snowy windy stormy"),
         },
     ),
-}
+}  # fmt: skip
 
 
 def template_prompts(family: str) -> list[dict[str, str]]:
@@ -314,8 +296,8 @@ def template_windows(
     keep = [i for i, t in enumerate(ids) if len(t) == n_tokens]
     n_dropped = len(prompts) - len(keep)
     if n_dropped:
-        logger.info("template %s: dropped %d of %d prompts not %d tokens long",
-                    family, n_dropped, len(prompts), n_tokens)  # fmt: skip
+        logger.info(f"template {family}: dropped {n_dropped} of {len(prompts)} prompts "
+                    f"not {n_tokens} tokens long")  # fmt: skip
     tokens = np.array([ids[i] for i in keep], dtype=np.int64).reshape(len(keep), n_tokens)
     order = _dedupe_shuffle(tokens, seed)
     keys = prompts[0].keys()
@@ -353,16 +335,11 @@ def build_prompts(
 ) -> dict[str, np.ndarray]:
     """``spec`` -> windows -> disjoint splits. A streamed hub source is read only until
     ``sum(sizes)`` distinct windows are found; local sources are read whole."""
-    if spec.source.startswith("template:"):
-        tw = template_windows(
-            spec.source.split(":", 1)[1], tokenizer, spec.n_tokens,
-            prepend_bos=spec.prepend_bos, seed=seed,
-        )  # fmt: skip
-        tokens = tw.tokens
+    kind, _, arg = spec.source.partition(":")
+    kw: dict[str, Any] = dict(prepend_bos=spec.prepend_bos, seed=seed)
+    if kind == "template":
+        tokens = template_windows(arg, tokenizer, spec.n_tokens, **kw).tokens
     else:
-        limit = sum(int(s) for s in sizes.values()) if spec.source.startswith("hf:") else None
-        tokens = token_windows(
-            iter_texts(spec), tokenizer, spec.n_tokens,
-            prepend_bos=spec.prepend_bos, max_windows=limit, seed=seed,
-        )  # fmt: skip
+        limit = sum(int(s) for s in sizes.values()) if kind == "hf" else None
+        tokens = token_windows(iter_texts(spec), tokenizer, spec.n_tokens, max_windows=limit, **kw)
     return split_windows(tokens, sizes, seed)

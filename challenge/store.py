@@ -93,6 +93,8 @@ def write_track(
             raise ConfigError("track metadata needs this key", field=key)
     checked = {s: _check_split(s, c) for s, c in splits.items()}
     out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / MANIFEST).exists():
+        raise ConfigError("exists, is not empty and is not a track; refusing to replace it", file=str(out_dir))
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
@@ -242,6 +244,8 @@ def publish(track_dir: str | Path, dest: str, *, private: bool = False) -> str:
         return f"https://huggingface.co/datasets/{repo}/tree/v{ver}"
     target = _registry_path(Path(dest), tid, ver)
     if target.exists():
+        if not (target / MANIFEST).exists():
+            raise TrackIntegrityError("registry entry exists without a manifest", file=str(target))
         if json.loads((target / MANIFEST).read_text()).get("files") == manifest["files"]:
             return str(target)
         raise TrackIntegrityError(
