@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -65,6 +66,7 @@ class Curves:
     read: np.ndarray | None = None  # [B, S, d] read-out residuals, when asked for
     mlp_pre: np.ndarray | None = None  # [B, S, layers, d_mlp] MLP (gate) pre-activations
     meta: dict = field(default_factory=dict)
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # what a ``reduce`` hook returned
 
     METRICS = ("l2", "kl", "js", "ce")
 
@@ -78,7 +80,11 @@ class Curves:
             return None if vals[0] is None else np.concatenate(vals, axis=0)
 
         names = ("l2", "kl", "js", "ce", "top1_changed", "read", "mlp_pre")
-        return Curves(**{n: join(n) for n in names}, meta=parts[0].meta if parts else {})
+        keys = parts[0].extra.keys() if parts else ()
+        extra = {k: np.concatenate([p.extra[k] for p in parts], axis=0) for k in keys}
+        return Curves(
+            **{n: join(n) for n in names}, meta=parts[0].meta if parts else {}, extra=extra
+        )
 
     def arrays(self) -> dict[str, np.ndarray]:
         names = ("l2", "kl", "js", "ce", "top1_changed", "read", "mlp_pre")
@@ -249,15 +255,24 @@ class PerturbationEngine:
         *,
         return_read: bool = False,
         capture_mlp_pre: bool = False,
+        keep_mlp_pre: bool = True,
+        reduce: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None,
+        max_rows: int | None = None,
         desc: str = "curves",
     ) -> Curves:
-        """Response curves for each path, measured against the path's first point."""
+        """Response curves for each path, measured against the path's first point.
+
+        ``reduce(out)`` is called on every chunk's forward output (``read``, ``logits`` and, with
+        ``capture_mlp_pre``, ``mlp_pre``) and its tensors ``[b, ...]`` are concatenated into
+        ``Curves.extra``: per-step statistics of what is too large to keep (the studies reduce
+        the MLP pre-activations to sign flips this way; ``keep_mlp_pre=False`` drops the raw
+        array). ``max_rows`` overrides the engine's rows per forward call."""
         tokens = torch.as_tensor(tokens)
         paths = torch.as_tensor(paths, dtype=torch.float32)
         B, S, _ = paths.shape
         if tokens.shape[0] != B:
             raise ConfigError(f"{tokens.shape[0]} contexts for {B} paths", field="tokens")
-        per = max(1, self.cfg.max_rows // S)
+        per = max(1, (max_rows or self.cfg.max_rows) // S)
         parts = []
         bar = tqdm(
             range(0, B, per), desc=desc, disable=not self.cfg.progress or B <= per, leave=False
@@ -274,9 +289,16 @@ class PerturbationEngine:
                     l2=l2.cpu().numpy(),
                     **{k: v.cpu().numpy() for k, v in div.items()},
                     read=read.cpu().numpy() if return_read else None,
-                    mlp_pre=out["mlp_pre"].cpu().numpy() if capture_mlp_pre else None,
+                    mlp_pre=(
+                        out["mlp_pre"].cpu().numpy() if capture_mlp_pre and keep_mlp_pre else None
+                    ),
+                    extra={
+                        k: v.detach().cpu().numpy()
+                        for k, v in (reduce(out) if reduce else {}).items()
+                    },
                 )
             )
+            del out
         curves = Curves.cat(parts)
         curves.meta = self.describe()
         return curves

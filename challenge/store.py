@@ -94,7 +94,9 @@ def write_track(
     checked = {s: _check_split(s, c) for s, c in splits.items()}
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / MANIFEST).exists():
-        raise ConfigError("exists, is not empty and is not a track; refusing to replace it", file=str(out_dir))
+        raise ConfigError(
+            "exists, is not empty and is not a track; refusing to replace it", file=str(out_dir)
+        )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:

@@ -63,12 +63,15 @@ def test_html_renders_and_sorts_in_headless_chromium(board, tmp_path):
 
     url = (board / "index.html").resolve().as_uri()
     shot = tmp_path / "shot.png"
-    run = lambda *a: subprocess.run(
-        [CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *a],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+
+    def run(*a):
+        return subprocess.run(
+            [CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *a],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
     run(f"--screenshot={shot}", "--window-size=1200,900", url)
     img = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert img.shape == (900, 1200) and img.std() > 5  # a page was drawn, not a blank canvas

@@ -257,5 +257,10 @@ def test_write_track_refuses_to_replace_a_non_track_directory(tmp_path):
     precious.mkdir()
     (precious / "precious.txt").write_text("keep me")
     with pytest.raises(ConfigError, match="not a track"):
-        write_track(precious, {"track_id": "t", "version": "1"}, {"s": {"x": np.zeros(2, np.float32)}}, "card")
+        write_track(
+            precious,
+            {"track_id": "t", "version": "1"},
+            {"s": {"x": np.zeros(2, np.float32)}},
+            "card",
+        )
     assert (precious / "precious.txt").read_text() == "keep me"

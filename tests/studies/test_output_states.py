@@ -1,0 +1,80 @@
+"""Study 1 (output states) on the tiny track: the k criterion, the concentration measure, and a
+run whose agreement statistics come from real interpolation curves."""
+
+import json
+
+import numpy as np
+import pytest
+
+from challenge.studies import make_env
+from challenge.studies.output_states import (
+    OutputStatesConfig,
+    choose_k,
+    concentration,
+    family_prompts,
+    run,
+)
+
+
+def test_choose_k_finds_separated_blobs():
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    X = np.concatenate([c + rng.normal(0, 0.3, (30, 2)) for c in centres])
+    k, sil, km = choose_k(X, 2, 6, seed=0)
+    assert k == 3
+    assert sil[3] == max(sil.values()) and sil[3] > 0.8
+    assert len(set(km.labels_)) == 3
+
+
+def test_concentration_uniform_vs_single_jump():
+    S = 11
+    uniform = np.full((1, S - 1), 1e-4)
+    jump = np.zeros((1, S - 1))
+    jump[0, 4] = 0.3
+    assert concentration(uniform)[0] == pytest.approx(1.0)
+    assert concentration(jump)[0] == pytest.approx(S - 1)
+    assert np.isnan(concentration(np.zeros((1, S - 1)))[0])
+
+
+def test_cut_prompts_end_at_the_slot(smollm):
+    fp = family_prompts("city_weather", smollm.tokenizer, cut_at_last_slot=True)
+    assert all(t.endswith(w) for t, w in zip(fp.labels["text"], fp.labels["weather"], strict=True))
+    toks = fp.tokens.numpy()
+    for pid in np.unique(fp.prefix_id):  # same id: every token but the last is shared
+        rows = toks[fp.prefix_id == pid]
+        assert (rows[:, :-1] == rows[0, :-1]).all()
+
+
+def test_run_on_tiny_track(tiny_track, smollm, tmp_path):
+    cfg = OutputStatesConfig(
+        track=str(tiny_track.path),
+        families=("city_weather",),
+        k_min=2,
+        k_max=4,
+        n_pairs=4,
+        n_steps=7,
+        out=tmp_path,
+        plot=True,
+    )
+    doc = run(cfg, env=make_env(tiny_track, smollm))
+    fam = doc["families"][0]
+    assert cfg.k_min <= fam["k"] <= cfg.k_max
+    assert set(fam["silhouette"]) == {"2", "3", "4"}
+    assert fam["silhouette"][str(fam["k"])] == max(fam["silhouette"].values())
+    saved = json.loads((tmp_path / "output_states.json").read_text())
+    assert saved["provenance"]["engine"]["write_hook"] == "blocks.1.hook_resid_pre"
+    assert (tmp_path / "output_states.png").stat().st_size > 0
+    arr = np.load(tmp_path / "output_states.npz")
+    js, grp = arr["city_weather_js"], arr["city_weather_group"]
+    assert js.shape[1] == 7 and np.allclose(js[:, 0], 0, atol=1e-6)
+    assert (js[:, -1] > 0).all()  # real curves: the endpoints differ
+    # the agreement statistic is computed from those curves
+    conc, ms = arr["city_weather_concentration"], arr["city_weather_max_step_js"]
+    jump = (conc >= cfg.jump_concentration) & (ms >= cfg.jump_js)
+    acc = float(((grp == 1) == jump).mean())
+    assert fam["agreement_jump"]["accuracy"] == pytest.approx(acc)
+    # pairs share their prefix, so B's activation in A's context reproduces B's output exactly
+    assert fam["endpoint_fidelity"]["median"] == pytest.approx(1.0, abs=1e-3)
+    # pairs were labelled by the clusters they were drawn from
+    labels, pairs = arr["city_weather_labels"], arr["city_weather_pairs"]
+    assert ((labels[pairs[:, 0]] != labels[pairs[:, 1]]) == (grp == 1)).all()

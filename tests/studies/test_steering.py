@@ -1,0 +1,34 @@
+"""Study 3 (steering) on the tiny track."""
+
+import numpy as np
+import torch
+
+from challenge.studies import make_env
+from challenge.studies.steering import KINDS, SteeringConfig, run, steering_vector
+
+
+def test_steering_vector_is_difference_of_means():
+    acts = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 4.0], [0.0, 6.0]])
+    cls = np.array(["a", "a", "b", "b"])
+    assert torch.allclose(steering_vector(acts, cls, "a", "b"), torch.tensor([-1.0, 5.0]))
+
+
+def test_run_zero_coefficient_is_no_change(tiny_track, smollm, tmp_path):
+    cfg = SteeringConfig(
+        track=str(tiny_track.path),
+        contrasts=("person_adjective:sentiment:negative:positive",),
+        n_bases=4,
+        n_steps=5,
+        out=tmp_path,
+    )
+    doc = run(cfg, env=make_env(tiny_track, smollm))
+    con = doc["contrasts"][0]
+    arr = np.load(tmp_path / "steering.npz")
+    assert arr["c0_coefs"][0] == 0.0
+    assert np.allclose(arr["c0_lengths"], arr["c0_coefs"] * con["steering_vector_norm"], rtol=1e-5)
+    for kind in KINDS:
+        assert np.allclose(arr[f"c0_{kind}_l2"][:, 0], 0.0)
+        assert np.allclose(arr[f"c0_{kind}_kl"][:, 0], 0.0, atol=1e-6)
+        assert (arr[f"c0_{kind}_l2"][:, -1] > 0).all()  # and a real response further out
+    # every direction was probed at the same lengths: the end points are equally far
+    assert con["max_length"] > 0 and con["n_bases"] == 4
