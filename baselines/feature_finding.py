@@ -554,6 +554,8 @@ def plot_feature_finding(doc: dict, arrays: dict, path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from challenge.plots import save_figure
+
     L = arrays["lengths"]
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
     cmaps = {"sensitive (found)": plt.cm.Reds, "SAE": plt.cm.Greens, "baselines": plt.cm.Blues}
@@ -577,9 +579,4 @@ def plot_feature_finding(doc: dict, arrays: dict, path) -> Path:
         f"(P3, {doc['config']['units']} units, {doc['n_base']} bases)",
         fontsize=10,
     )
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)

@@ -13,6 +13,18 @@ import numpy as np  # noqa: E402
 COLORS = {"real": "#1f77b4", "random": "#d62728", "heldout": "#1f77b4", "submission": "#2ca02c"}
 
 
+def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
+    """``tight_layout``, create the folder, save, close; the one place figures are written."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def plot_curve_groups(
     groups: dict[str, np.ndarray],
     path: str | Path,
@@ -47,12 +59,7 @@ def plot_curve_groups(
         ax.legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_hist_groups(
@@ -74,9 +81,4 @@ def plot_hist_groups(
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)

@@ -194,6 +194,8 @@ def plot_report(report: dict, arrays: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from challenge.plots import save_figure
+
     feats = list(report["features"])
     cols = 5
     rows = (len(feats) + cols - 1) // cols
@@ -215,11 +217,7 @@ def plot_report(report: dict, arrays: dict, path: Path) -> Path:
         else "",
         fontsize=10,
     )
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)
 
 
 def score_submission(

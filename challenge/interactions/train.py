@@ -478,6 +478,8 @@ def plot_tradeoff(results: list[dict] | dict, path: str | Path, threshold: float
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from challenge.plots import save_figure
+
     if isinstance(results, dict):
         results = [results]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -504,10 +506,7 @@ def plot_tradeoff(results: list[dict] | dict, path: str | Path, threshold: float
             ax.set_ylabel("held-out FVU (mean over layers)")
     axes[0].legend(fontsize=7)
     fig.suptitle("Jacobian-sparse dictionaries: interaction sparsity vs reconstruction")
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 if __name__ == "__main__":

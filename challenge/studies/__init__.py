@@ -188,9 +188,18 @@ def corr(x: np.ndarray, y: np.ndarray) -> dict[str, float | None]:
 
 
 def finish(
-    env: StudyEnv, cfg: Any, name: str, doc: dict, arrays: dict | None = None
-) -> tuple[Path, dict]:
-    """Add config, track, provenance and wall time to ``doc``; write ``<cfg.out>/<name>.json``."""
+    env: StudyEnv,
+    cfg: Any,
+    name: str,
+    doc: dict,
+    arrays: dict | None = None,
+    plot: Callable[[dict, dict, Path], Any] | None = None,
+) -> dict:
+    """Add config, track, provenance and wall time to ``doc``; write ``<cfg.out>/<name>.json``
+    (+ ``.npz``), then ``plot(doc, arrays, <cfg.out>/<name>.png)`` when ``cfg.plot``. Returns the
+    written document with ``result_path`` (and ``plot``) set."""
+    png = Path(cfg.out) / f"{name}.png"
+    doc = {**doc, "plot": str(png) if plot is not None and getattr(cfg, "plot", True) else None}
     from challenge.results import provenance, save_result
 
     tr = env.track
@@ -212,4 +221,7 @@ def finish(
         ),
     }
     path = save_result(Path(cfg.out), name, doc, arrays)
-    return path, doc
+    if doc["plot"] is not None:
+        plot(doc, arrays or {}, png)
+    doc["result_path"] = str(path)
+    return doc

@@ -191,13 +191,7 @@ def run(cfg: BoundariesConfig, env: StudyEnv | None = None) -> dict:
         "first_mlp_layer": int(eng.start),
         "kinds": kinds,
     }
-    png = Path(cfg.out) / f"{NAME}.png"
-    doc["plot"] = str(png) if cfg.plot else None
-    path, doc = finish(env, cfg, NAME, doc, arrays)
-    if cfg.plot:
-        plot(doc, arrays, png)
-    doc["result_path"] = str(path)
-    return doc
+    return finish(env, cfg, NAME, doc, arrays, plot=plot)
 
 
 def plot(doc: dict, arrays: dict, path: Path) -> Path:
@@ -205,6 +199,8 @@ def plot(doc: dict, arrays: dict, path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from challenge.plots import save_figure
 
     fig, axes = plt.subplots(1, 4, figsize=(19, 4.2))
     cols = {"real": "C0", "random": "C3"}
@@ -239,8 +235,4 @@ def plot(doc: dict, arrays: dict, path: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(f"Study 4: MLP gate boundaries along paths ({doc['track']['id']})", fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)

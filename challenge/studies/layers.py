@@ -182,13 +182,7 @@ def run(cfg: LayersConfig, env: StudyEnv | None = None) -> dict:
         "verdict": verdict(trends["real"]),
         "engines": {str(L): e for L, e in engines.items()},
     }
-    png = Path(cfg.out) / f"{NAME}.png"
-    doc["plot"] = str(png) if cfg.plot else None
-    path, doc = finish(env, cfg, NAME, doc, arrays)
-    if cfg.plot:
-        plot(doc, arrays, png)
-    doc["result_path"] = str(path)
-    return doc
+    return finish(env, cfg, NAME, doc, arrays, plot=plot)
 
 
 def verdict(t: dict) -> str:
@@ -223,6 +217,8 @@ def plot(doc: dict, arrays: dict, path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from challenge.plots import save_figure
 
     layers = np.asarray(doc["layers"])
     groups = [g for g in ("real", "random") if f"{g}_sharpness_l2" in arrays]
@@ -265,8 +261,4 @@ def plot(doc: dict, arrays: dict, path: Path) -> Path:
         f"{doc['verdict']}",
         fontsize=9,
     )
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)

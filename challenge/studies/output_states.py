@@ -326,6 +326,8 @@ def plot(doc: dict, arrays: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from challenge.plots import save_figure
+
     fams = [f["family"] for f in doc["families"]]
     fig, axes = plt.subplots(2, len(fams) + 1, figsize=(4.2 * (len(fams) + 1), 7), squeeze=False)
     ax = axes[0, 0]
@@ -379,11 +381,7 @@ def plot(doc: dict, arrays: dict, path: Path) -> Path:
         ax.set_ylabel("pairs")
         ax.legend(fontsize=7)
     fig.suptitle(f"Study 1: output states vs plateaus ({doc['track']['id']})", fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def run(cfg: OutputStatesConfig, env: StudyEnv | None = None) -> dict:
@@ -409,10 +407,4 @@ def run(cfg: OutputStatesConfig, env: StudyEnv | None = None) -> dict:
             },
         },
     }
-    png = Path(cfg.out) / f"{NAME}.png"
-    doc["plot"] = str(png) if cfg.plot else None
-    path, doc = finish(env, cfg, NAME, doc, arrays)
-    if cfg.plot:
-        plot(doc, arrays, png)
-    doc["result_path"] = str(path)
-    return doc
+    return finish(env, cfg, NAME, doc, arrays, plot=plot)

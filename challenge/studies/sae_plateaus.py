@@ -334,13 +334,7 @@ def run(cfg: SAEPlateausConfig, env: StudyEnv | None = None) -> dict:
         "B_plateau_consistency": b,
         "C_centre_vs_edge": c,
     }
-    png = Path(cfg.out) / f"{NAME}.png"
-    doc["plot"] = str(png) if cfg.plot else None
-    path, doc = finish(env, cfg, NAME, doc, arr_a | arr_b | arr_c)
-    if cfg.plot:
-        plot(doc, arr_a | arr_b | arr_c, png)
-    doc["result_path"] = str(path)
-    return doc
+    return finish(env, cfg, NAME, doc, arr_a | arr_b | arr_c, plot=plot)
 
 
 def plot(doc: dict, arrays: dict, path: Path) -> Path:
@@ -348,6 +342,8 @@ def plot(doc: dict, arrays: dict, path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from challenge.plots import save_figure
 
     saes = list(doc["saes"])
     fig, axes = plt.subplots(1, 4, figsize=(19, 4.2))
@@ -401,8 +397,4 @@ def plot(doc: dict, arrays: dict, path: Path) -> Path:
         if ax is not axes[2]:
             ax.legend(fontsize=7)
     fig.suptitle(f"Study 5: SAEs and plateaus ({doc['track']['id']})", fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)

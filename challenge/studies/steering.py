@@ -216,13 +216,7 @@ def run(cfg: SteeringConfig, env: StudyEnv | None = None) -> dict:
         "plateau perturbations (toward real activations) of the same norm?",
         "contrasts": contrasts,
     }
-    png = Path(cfg.out) / f"{NAME}.png"
-    doc["plot"] = str(png) if cfg.plot else None
-    path, doc = finish(env, cfg, NAME, doc, arrays)
-    if cfg.plot:
-        plot(doc, arrays, png)
-    doc["result_path"] = str(path)
-    return doc
+    return finish(env, cfg, NAME, doc, arrays, plot=plot)
 
 
 def plot(doc: dict, arrays: dict, path: Path) -> Path:
@@ -230,6 +224,8 @@ def plot(doc: dict, arrays: dict, path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from challenge.plots import save_figure
 
     cons = doc["contrasts"]
     fig, axes = plt.subplots(len(cons), 4, figsize=(18, 3.8 * len(cons)), squeeze=False)
@@ -267,8 +263,4 @@ def plot(doc: dict, arrays: dict, path: Path) -> Path:
     fig.suptitle(
         f"Study 3: steering vs same-norm perturbations ({doc['track']['id']})", fontsize=10
     )
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
