@@ -134,9 +134,11 @@ def score_points(
     points: torch.Tensor,
     cfg: ScoreConfig,
     meta: dict[str, Any] | None = None,
+    progress: bool = True,
 ) -> tuple[dict, dict]:
-    """Score report (JSON-able) and arrays for a set of candidate activations."""
-    engine = track.engine(lm, progress=False)
+    """Score report (JSON-able) and arrays for a set of candidate activations (``progress``:
+    a bar per probe on stderr)."""
+    engine = track.engine(lm, progress=progress)
     ref = reference_features(track, engine, cfg)
     idx = _indices(len(points), min(cfg.n_curves, len(points)), cfg.seed + 1)
     sub = probe_features(track, engine, points[idx], cfg)
