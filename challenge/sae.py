@@ -174,6 +174,7 @@ def firing_log10(sae: SAE, acts: Tensor, batch: int = 1024) -> Tensor:
     return torch.log10(count / max(len(acts), 1) + 1e-10).float()
 
 
+@torch.enable_grad()  # callers (e.g. a generator's fit under no_grad) may have grad disabled
 def train_sae(
     acts: Float[Tensor, "n d_in"], cfg: SAEConfig, progress: bool = True
 ) -> tuple[SAE, dict[str, Any]]:

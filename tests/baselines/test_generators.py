@@ -207,3 +207,15 @@ def test_spliced_prompts_are_new_prompts_the_model_writes(fitted, track):
     assert torch.allclose(x, want)
     u = fitted["unigram_prompts"].prompts(50, seed=0)
     assert torch.isin(u, pub.flatten()).all()
+
+
+def test_sae_generator_trains_a_missing_sae_inside_its_no_grad_fit(track, monkeypatch, tmp_path):
+    """On a fresh machine (empty cache) the first SAE generator trains the track's SAE; its fit
+    runs under no_grad, which training must not inherit (this broke `plateau main` once)."""
+    monkeypatch.setenv("PLATEAU_CACHE", str(tmp_path))
+    cfg = SAEConfig(kind="topk", n_latents=64, k=4, steps=20, batch=64, positions="last")
+    g = SAEReconstruction(sae_cfg=cfg)
+    with torch.no_grad():
+        g.fit(track, None)
+    assert list(tmp_path.glob("saes/*/*/*/sae_weights.safetensors"))  # trained and cached
+    assert g.sample(8, seed=0).shape == (8, track.d_model)
