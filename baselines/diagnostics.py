@@ -10,35 +10,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from jaxtyping import Float
 from torch import Tensor
 
-
-def _nn_dist(x: Tensor, ref: Tensor, batch: int = 512) -> Tensor:
-    """Exact nearest-neighbour distance of every row of ``x`` to ``ref`` (no cdist round-off)."""
-    out = []
-    r2 = (ref.double() ** 2).sum(1)
-    for i in range(0, len(x), batch):
-        xb = x[i : i + batch].double()
-        d2 = (xb**2).sum(1, keepdim=True) - 2 * xb @ ref.double().T + r2[None]
-        out.append(d2.clamp_min(0).amin(1).sqrt())
-    return torch.cat(out).float()
-
-
-def token_means(track) -> Float[Tensor, "n_tokens d_model"]:
-    """Mean public activation per distinct last token."""
-    acts, tok = track.acts("public").double(), track.tokens("public")[:, -1]
-    uniq, inv, counts = torch.unique(tok, return_inverse=True, return_counts=True)
-    sums = torch.zeros(len(uniq), acts.shape[1], dtype=torch.float64).index_add_(0, inv, acts)
-    return (sums / counts[:, None]).float()
+from baselines.generators import last_token_means
+from challenge.validate import nearest_distances
 
 
 def placement(track, x: Float[Tensor, "n d_model"], means: Tensor, radius: float) -> dict:
     """Norm, nearest-public distance and in-cluster fraction of the rows ``x``."""
     pub = track.acts("public")
-    nn = _nn_dist(x, pub)
-    cm = _nn_dist(x, means)
+    nn = nearest_distances(x, pub)
+    cm = nearest_distances(x, means)
     return {
         "n": len(x),
         "norm_median": float(x.norm(dim=1).median()),
@@ -50,13 +33,16 @@ def placement(track, x: Float[Tensor, "n d_model"], means: Tensor, radius: float
 
 def diagnose(track, submissions: Path) -> dict[str, dict]:
     """``placement`` of every submission under ``submissions`` (folders with safetensors)."""
+    from challenge.errors import ConfigError
     from challenge.submission import read_submission
 
-    means = token_means(track)
+    if not Path(submissions).is_dir():
+        raise ConfigError("is not a folder of submission folders", file=str(submissions))
+    means = last_token_means(track)[0]
     held = track.acts("heldout")
-    radius = float(_nn_dist(held, means).median())
+    radius = float(nearest_distances(held, means).median())
     out = {"_reference": {"heldout_real_median_distance_to_token_mean": radius}}
     for folder in sorted(p for p in Path(submissions).iterdir() if p.is_dir()):
-        meta, x = read_submission(folder)
+        _, x = read_submission(folder)
         out[folder.name] = placement(track, x, means, radius)
     return out

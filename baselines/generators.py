@@ -350,6 +350,15 @@ class SingleLatent(_SAEGenerator):
 
 
 # ------------------------------------------------------------------------------ new generators
+def last_token_means(track) -> tuple[Tensor, Tensor, Tensor]:
+    """Mean public activation per distinct last token ``[n_tokens, d]`` (float64 sums), each
+    public row's token index ``[N]`` and the rows per token ``[n_tokens]``."""
+    acts, tok = track.acts("public").double(), track.tokens("public")[:, -1]
+    uniq, inv, counts = torch.unique(tok, return_inverse=True, return_counts=True)
+    sums = torch.zeros(len(uniq), acts.shape[1], dtype=torch.float64).index_add_(0, inv, acts)
+    return (sums / counts[:, None]).float(), inv, counts
+
+
 class TokenCluster:
     """New: a Gaussian mixture keyed by the last token.
 
@@ -372,11 +381,8 @@ class TokenCluster:
 
     def fit(self, track, lm) -> None:
         acts = track.acts("public").double()
-        tok = track.tokens("public")[:, -1]
-        uniq, inv, counts = torch.unique(tok, return_inverse=True, return_counts=True)
-        sums = torch.zeros(len(uniq), acts.shape[1], dtype=torch.float64).index_add_(0, inv, acts)
-        self.means = (sums / counts[:, None]).float()
-        self.row_token, self.counts = inv, counts
+        self.means, self.row_token, self.counts = last_token_means(track)
+        inv, counts = self.row_token, self.counts
         multi = counts[inv] >= 2
         resid = (acts - self.means.double()[inv])[multi]
         dof = int(multi.sum()) - int((counts >= 2).sum())

@@ -59,6 +59,16 @@ def validate(submission: Path, /, track: str = "smollm2-135m-l1") -> None:
     print(f"valid: {rep.n} x {rep.d_model}; checks: {', '.join(rep.checks)}")
 
 
+def _score(submission: Path, track: str, n_curves: int, n_steps: int, seed: int, root: Path):
+    """Validate and score ``submission`` on ``track``; the report goes to ``<root>/<track id>/``."""
+    from challenge.cli import _track
+    from challenge.scorer import ScoreConfig, score_submission
+
+    tr = _track(track)
+    cfg = ScoreConfig(n_curves=n_curves, n_steps=n_steps, seed=seed)
+    return tr, score_submission(submission, tr, _lm(tr), cfg, out=root / tr.spec.track_id)
+
+
 def score(
     submission: Path,
     /,
@@ -69,17 +79,7 @@ def score(
     out: Path = Path("runs/scores"),
 ) -> dict:
     """Validate and score a submission; write its report (JSON + arrays + PNG) to <out>, not the leaderboard."""
-    from challenge.cli import _track
-    from challenge.scorer import ScoreConfig, score_submission
-
-    tr = _track(track)
-    rep = score_submission(
-        submission,
-        tr,
-        _lm(tr),
-        ScoreConfig(n_curves=n_curves, n_steps=n_steps, seed=seed),
-        out=out / tr.spec.track_id,
-    )
+    _, rep = _score(submission, track, n_curves, n_steps, seed, out)
     print(json.dumps(rep["headline"], indent=1))
     return rep
 
@@ -94,18 +94,9 @@ def submit(
     board: Path = Path("leaderboard"),
 ) -> dict:
     """Validate + score + record on the leaderboard, then re-render it. Invalid submissions record nothing."""
-    from challenge.cli import _track
     from challenge.leaderboard import render
-    from challenge.scorer import ScoreConfig, score_submission
 
-    tr = _track(track)
-    rep = score_submission(
-        submission,
-        tr,
-        _lm(tr),
-        ScoreConfig(n_curves=n_curves, n_steps=n_steps, seed=seed),
-        out=board / tr.spec.track_id,
-    )
+    tr, rep = _score(submission, track, n_curves, n_steps, seed, board)
     render(tr.spec.track_id, board)
     g = rep["headline"]["gap_closed"]
     print(

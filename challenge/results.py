@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +60,22 @@ def to_jsonable(x: Any) -> Any:
     if isinstance(x, float) and not np.isfinite(x):
         return None
     return x
+
+
+@contextmanager
+def atomic_dir(target: str | Path) -> Iterator[Path]:
+    """Yield a temp folder beside ``target``; when the block succeeds it replaces ``target``
+    (rename), when it raises nothing of it is left behind and ``target`` is untouched."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield tmp
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _atomic_write(path: Path, write) -> None:

@@ -30,8 +30,6 @@ with ``huggingface_hub.hf_hub_download``; ``PRETRAINED`` lists the releases we k
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -318,10 +316,10 @@ def save_sae(sae: SAE, out_dir: str | Path, extra_cfg: dict[str, Any] | None = N
     """Write ``cfg.json``, ``sae_weights.safetensors``, ``sparsity.safetensors`` atomically."""
     from safetensors.torch import save_file
 
+    from challenge.results import atomic_dir
+
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         weights = {
             k: getattr(sae, k).detach().float().contiguous()
             for k in ("W_enc", "b_enc", "W_dec", "b_dec")
@@ -334,11 +332,6 @@ def save_sae(sae: SAE, out_dir: str | Path, extra_cfg: dict[str, Any] | None = N
         if sae.meta:
             cfg["plateau"] = sae.meta.get("plateau", sae.meta)
         (tmp / CFG_FILE).write_text(json.dumps(cfg, indent=1))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from challenge.errors import ConfigError, TrackIntegrityError
+from challenge.results import atomic_dir
 
 FORMAT = "plateau-track/1"
 MANIFEST = "manifest.json"
@@ -97,9 +98,7 @@ def write_track(
         raise ConfigError(
             "exists, is not empty and is not a track; refusing to replace it", file=str(out_dir)
         )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         (tmp / "data").mkdir()
         for split, cols in checked.items():
             data = {k: (v.tolist() if v.dtype == object else v) for k, v in cols.items()}
@@ -119,12 +118,6 @@ def write_track(
             "files": files,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return manifest
 
 

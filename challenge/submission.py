@@ -13,8 +13,6 @@ Safetensors only (never pickle). ``uses`` says what information the generator us
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -55,21 +53,16 @@ def write_submission(
     """Write atomically: a temp folder renamed into place."""
     from safetensors.torch import save_file
 
+    from challenge.results import atomic_dir
+
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        acts = acts.detach().to("cpu", torch.float32).contiguous()
-        meta = {**meta, "n": int(acts.shape[0]), "d_model": int(acts.shape[1])}
+    acts = acts.detach().to("cpu", torch.float32).contiguous()
+    meta = {**meta, "n": int(acts.shape[0]), "d_model": int(acts.shape[1])}
+    with atomic_dir(folder) as tmp:
         save_file(
             {ACTS_KEY: acts}, str(tmp / ACTS_FILE), metadata={"format": "plateau-submission/1"}
         )
         (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
-        if folder.exists():
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 

@@ -2,26 +2,17 @@
 
 import torch
 
-from baselines.diagnostics import _nn_dist, diagnose, placement, token_means
-from baselines.generators import Gaussian, HeldoutReal
+from baselines.diagnostics import diagnose, placement
+from baselines.generators import Gaussian, HeldoutReal, last_token_means
 from challenge.submission import write_submission
-
-
-def test_nn_dist_is_exact():
-    g = torch.Generator().manual_seed(0)
-    ref = torch.randn(50, 16, generator=g) * 40
-    x = torch.cat([ref[:5], ref[5:10] + 1e-3])
-    d = _nn_dist(x, ref)
-    assert torch.equal(d[:5], torch.zeros(5))  # copies are at distance exactly 0
-    want = torch.cdist(x.double(), ref.double()).amin(1).float()
-    assert torch.allclose(d, want, atol=1e-5)
+from challenge.validate import nearest_distances
 
 
 def test_real_rows_sit_in_token_clusters_gaussian_rows_do_not(tiny_track, smollm, tmp_path):
-    means = token_means(tiny_track)
+    means = last_token_means(tiny_track)[0]
     assert len(means) == len(torch.unique(tiny_track.tokens("public")[:, -1]))
     held = tiny_track.acts("heldout")
-    radius = float(_nn_dist(held, means).median())
+    radius = float(nearest_distances(held, means).median())
     real = placement(tiny_track, held, means, radius)
     assert abs(real["in_token_cluster"] - 0.5) < 0.05  # the median row, by construction
     gen = Gaussian()
@@ -48,3 +39,12 @@ def test_real_rows_sit_in_token_clusters_gaussian_rows_do_not(tiny_track, smollm
         )
     rows = diagnose(tiny_track, tmp_path)
     assert rows["heldout_real"]["in_token_cluster"] > rows["gaussian"]["in_token_cluster"]
+
+
+def test_missing_submissions_folder_is_a_clear_error(tiny_track, tmp_path):
+    import pytest
+
+    from challenge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not a folder of submission folders"):
+        diagnose(tiny_track, tmp_path / "nowhere")
