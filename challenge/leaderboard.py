@@ -63,8 +63,9 @@ def render_markdown(track_id: str, rows: list[dict]) -> str:
         "Gap closed = (ceiling - KS) / (ceiling - floor), averaged over plateau features: 1 means as "
         "close to held-out real activations as a second real sample, 0 as far as N(mu, Sigma). "
         "See `challenge/scorer.py`; each entry's report is `<name>.json`, its plot `<name>.png`. "
-        "Resolution: at the default 100 curves per probe, rescoring with scorer seeds 1 and 2 moved "
-        "the top entries' gap closed by up to 0.37, so entries closer than that are not separated "
+        "Resolution (measured on smollm2-135m-l1): at the default 100 curves per probe, rescoring "
+        "with scorer seeds 1 and 2 moved the top entries' gap closed by up to 0.37, so entries "
+        "closer than that are not separated "
         "(docs/baselines.md, scorer resolution).\n\n" + head + body
     )
 
@@ -91,7 +92,7 @@ th,td{{border:1px solid #ccc;padding:4px 8px;font-size:14px;vertical-align:top}}
 th{{background:#eef;cursor:pointer;user-select:none}} th.sorted{{background:#ccf}}
 </style></head><body>
 <h1>Plateau challenge leaderboard: <code>{e(track_id)}</code></h1>
-<p>Gap closed = (ceiling &minus; KS) / (ceiling &minus; floor), averaged over plateau features. At 100 curves per probe, entries closer than ~0.4 are not separated by the scorer (docs/baselines.md). Click a column to sort.</p>
+<p>Gap closed = (ceiling &minus; KS) / (ceiling &minus; floor), averaged over plateau features. At 100 curves per probe (measured on smollm2-135m-l1), entries closer than ~0.4 are not separated by the scorer (docs/baselines.md). Click a column to sort.</p>
 <table id="board"><thead><tr>{ths}<th>plot</th></tr></thead>
 <tbody>{"".join(trs)}</tbody></table>
 <script>
