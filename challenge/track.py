@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import platform
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -151,6 +152,26 @@ class Track:
             write_hook=self.spec.write_hook, read_hook=self.spec.read_hook, **overrides
         )
         return PerturbationEngine(lm.model, cfg)
+
+
+def resolve_track(track: str | Path | Track, build: bool = True) -> Track:
+    """A track by directory, by registered id (built into the cache when missing and ``build``),
+    or a loaded :class:`Track` (returned as is)."""
+    if isinstance(track, Track):
+        return track
+    p = Path(track)
+    if (p / "track.json").exists():
+        return load_track(p)
+    spec = get_spec(str(track))
+    d = default_track_dir(spec)
+    if not (d / "manifest.json").exists():
+        if not build:
+            raise ConfigError(
+                f"track {track} is not built; run `plateau build {track}`", field="track"
+            )
+        print(f"[plateau] building track {spec.track_id} into {d}", file=sys.stderr)
+        build_track(spec, d)
+    return load_track(d)
 
 
 def load_track(path: str | Path, verify: bool = True) -> Track:

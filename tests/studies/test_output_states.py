@@ -66,7 +66,8 @@ def test_run_on_tiny_track(tiny_track, smollm, tmp_path):
     assert (tmp_path / "output_states.png").stat().st_size > 0
     arr = np.load(tmp_path / "output_states.npz")
     js, grp = arr["city_weather_js"], arr["city_weather_group"]
-    assert js.shape[1] == 7 and np.allclose(js[:, 0], 0, atol=1e-6)
+    # step 0 and the base distribution are one computation (engine.distribution_divergences)
+    assert js.shape[1] == 7 and (js[:, 0] == 0).all()
     assert (js[:, -1] > 0).all()  # real curves: the endpoints differ
     # the agreement statistic is computed from those curves
     conc, ms = arr["city_weather_concentration"], arr["city_weather_max_step_js"]

@@ -1,0 +1,87 @@
+"""Named seed streams and seeded subsets.
+
+Every random draw of the suite takes its seed from ``(run seed, stream name)`` through
+:func:`seed_for`, never from an ad-hoc ``seed + k`` at the call site. The table :data:`STREAMS`
+is the one place that says which draws are independent of which: two names with the same
+offset draw the same numbers for the same run seed (that is deliberate where listed, e.g. the
+scorer's scored rows and P1's real targets both use offset 1, as every published result of the
+suite was made that way; changing an offset changes every number that depends on it).
+
+``index`` selects one member of an indexed family (``p3.direction`` for the i-th direction
+kind, ``interactions.layer`` for the i-th layer): ``seed + offset + stride * index``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+from challenge.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A named seed stream: ``seed + offset (+ stride * index)``."""
+
+    offset: int
+    stride: int = 0
+    doc: str = ""
+
+
+STREAMS: dict[str, Stream] = {
+    # protocols
+    "p1.contexts": Stream(0, doc="P1: which context prompts are probed"),
+    "p1.real_targets": Stream(1, doc="P1: held-out rows used as real targets"),
+    "p1.random_targets": Stream(2, doc="P1: N(mu, Sigma) targets"),
+    "p2.control": Stream(0, doc="P2: cov-random-mixture control directions"),
+    "p3.contexts": Stream(0, doc="P3: which base activations are probed"),
+    "p3.direction": Stream(0, 1000, "P3: the i-th direction kind of the config"),
+    # scorer
+    "scorer.reference": Stream(0, doc="held-out rows split into reference and floor"),
+    "scorer.rows": Stream(1, doc="which submitted rows are scored"),
+    "scorer.ceiling": Stream(7, doc="the N(mu, Sigma) ceiling sample"),
+    # studies
+    "steering.random": Stream(1, doc="cov-random-mixture directions"),
+    "steering.isotropic": Stream(2, doc="isotropic directions"),
+    "boundaries.bunching": Stream(1, doc="random alignment of the bunching null"),
+    "boundaries.random_points": Stream(2, doc="N(mu, Sigma) endpoints"),
+    "sae_plateaus.random": Stream(3, doc="cov-random-mixture steps of the same length"),
+    "sae_plateaus.isotropic": Stream(4, doc="isotropic steps of the same length"),
+    "sae_plateaus.paths": Stream(10, doc="path pairs of part B"),
+    "sae_plateaus.points": Stream(20, doc="points of part C"),
+    "sae_plateaus.gaussian": Stream(21, doc="N(mu, Sigma) points of part C"),
+    "sae_plateaus.directions": Stream(22, doc="isotropic directions of part C"),
+    # feature finding
+    "feature_finding.jacobian_rows": Stream(1, doc="bases whose Jacobian is computed"),
+    "feature_finding.random": Stream(5, doc="isotropic random directions"),
+    "feature_finding.cov_mixture": Stream(6, doc="cov-random-mixture directions"),
+    "feature_finding.signs": Stream(77, doc="signs of shared directions, per base"),
+    # sparse interactions
+    "interactions.layer": Stream(0, 1000, "the i-th trained layer (plus 7 x its layer index)"),
+    "interactions.sae_out": Stream(1, doc="the output dictionary's initialisation"),
+}
+
+
+def seed_for(seed: int, stream: str, index: int = 0) -> int:
+    """The seed of ``stream`` (a key of :data:`STREAMS`) for run seed ``seed``."""
+    try:
+        s = STREAMS[stream]
+    except KeyError:
+        raise ConfigError(f"unknown seed stream {stream!r}", field="stream") from None
+    if index and not s.stride:
+        raise ConfigError(f"seed stream {stream!r} is not indexed", field="index")
+    return int(seed) + s.offset + s.stride * int(index)
+
+
+def generator(seed: int, stream: str, index: int = 0) -> torch.Generator:
+    """A CPU ``torch.Generator`` seeded from ``(seed, stream, index)``."""
+    return torch.Generator().manual_seed(seed_for(seed, stream, index))
+
+
+def subset(n_avail: int, n: int, seed: int, stream: str) -> Int[Tensor, " k"]:
+    """``min(n, n_avail)`` distinct indices of ``range(n_avail)``, a seeded permutation's head."""
+    g = generator(seed, stream)
+    return torch.randperm(n_avail, generator=g)[: min(n, n_avail)]
