@@ -31,13 +31,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from challenge.directions import ActivationStats, _cholesky, gaussian_like
+from challenge.directions import ActivationStats, as_generator, gaussian_like, jittered_cholesky
 from challenge.errors import ConfigError
 from challenge.submission import Generator
-
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(int(seed))
 
 
 def _rows(n: int, n_avail: int, g: torch.Generator) -> Tensor:
@@ -59,7 +55,7 @@ class Isotropic:
         self.norms, self.d = track.acts("public").norm(dim=-1), track.d_model
 
     def sample(self, n: int, *, seed: int) -> Tensor:
-        g = _gen(seed)
+        g = as_generator(seed)
         x = torch.randn(n, self.d, generator=g)
         r = self.norms[torch.randint(len(self.norms), (n,), generator=g)]
         return x / x.norm(dim=-1, keepdim=True) * r[:, None]
@@ -90,7 +86,7 @@ class Interpolation:
         self.acts = track.acts("public")
 
     def sample(self, n: int, *, seed: int) -> Tensor:
-        g = _gen(seed)
+        g = as_generator(seed)
         i = torch.randint(len(self.acts), (n,), generator=g)
         j = (i + 1 + torch.randint(len(self.acts) - 1, (n,), generator=g)) % len(self.acts)
         a = 0.25 + 0.5 * torch.rand(n, 1, generator=g)
@@ -109,7 +105,7 @@ class HeldoutReal:
     def sample(self, n: int, *, seed: int) -> Tensor:
         if n > len(self.acts):
             raise ValueError(f"the oracle has only {len(self.acts)} held-out activations")
-        return self.acts[torch.randperm(len(self.acts), generator=_gen(seed))[:n]].clone()
+        return self.acts[torch.randperm(len(self.acts), generator=as_generator(seed))[:n]].clone()
 
 
 # ------------------------------------------------------------------------------ SAE generators
@@ -229,7 +225,7 @@ class SAEReconstruction(_SAEGenerator):
     description = "SAE(x) of public real activations (decode(encode(x)); no held-out data)"
 
     def compose(self, n: int, seed: int) -> dict[str, Tensor]:
-        base = self._base(n, _gen(seed))
+        base = self._base(n, as_generator(seed))
         return {"base": base, "ids": self.codes.ids[base], "vals": self.codes.vals[base]}
 
 
@@ -246,7 +242,7 @@ class SAEBaseline(_SAEGenerator):
         self.neigh = sparsity_neighbours(self.log_freq, self.alive, self.n_neighbours)
 
     def compose(self, n: int, seed: int) -> dict[str, Tensor]:
-        g = _gen(seed)
+        g = as_generator(seed)
         base = self._base(n, g)
         ids0, vals = self.codes.ids[base], self.codes.vals[base]
         ids = torch.full_like(ids0, -1)
@@ -267,7 +263,7 @@ class BagOfFeatures(_SAEGenerator):
     description = "each active SAE latent of a public activation swapped for a uniformly random alive latent, same activation value"
 
     def compose(self, n: int, seed: int) -> dict[str, Tensor]:
-        g = _gen(seed)
+        g = as_generator(seed)
         base = self._base(n, g)
         ids0, vals = self.codes.ids[base], self.codes.vals[base]
         K = ids0.shape[1]
@@ -299,7 +295,7 @@ class Structured(_SAEGenerator):
         return cands.gather(1, (cos - self.anchor_cosine).abs().argmin(1, keepdim=True)).squeeze(1)
 
     def compose(self, n: int, seed: int) -> dict[str, Tensor]:
-        g = _gen(seed)
+        g = as_generator(seed)
         base = self._base(n, g)
         ids0, vals = self.codes.ids[base], self.codes.vals[base]
         top = ids0[:, 0]
@@ -339,7 +335,9 @@ class SingleLatent(_SAEGenerator):
         # distinct latents while there are enough (one latent at a fixed scale twice would be a
         # duplicate row, which submissions may not contain)
         distinct = n <= len(self.alive)
-        pick = torch.multinomial(self.weights, n, replacement=not distinct, generator=_gen(seed))
+        pick = torch.multinomial(
+            self.weights, n, replacement=not distinct, generator=as_generator(seed)
+        )
         j = self.alive[pick]
         return {"ids": j[:, None], "vals": torch.full((n, 1), self.scale)}
 
@@ -389,11 +387,11 @@ class TokenCluster:
         if dof < 2:
             raise ConfigError("too few repeated last tokens to pool a covariance", field="track")
         cov = resid.T @ resid / dof
-        self.chol, _ = _cholesky(cov * self.shrink)
+        self.chol, _ = jittered_cholesky(cov * self.shrink)
         self.chol = self.chol.float()
 
     def sample(self, n: int, *, seed: int) -> Tensor:
-        g = _gen(seed)
+        g = as_generator(seed)
         rows = torch.randint(len(self.row_token), (n,), generator=g)
         t = self.row_token[rows]
         z = torch.randn(n, self.chol.shape[0], generator=g)
@@ -431,7 +429,7 @@ class SplicedPrompts:
         self.vocab, self.freq = vals, counts.double()
 
     def prompts(self, n: int, seed: int) -> Tensor:
-        g = _gen(seed)
+        g = as_generator(seed)
         T = self.tokens.shape[1]
         if self.unigram:
             return self.vocab[

@@ -21,7 +21,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from challenge.interactions.dictionaries import DictConfig, TopKSAE  # noqa: E402
+from challenge.interactions.dictionaries import new_dictionary  # noqa: E402
 from challenge.interactions.jacobian import (  # noqa: E402
     MLPWeights,
     active_jacobian,
@@ -30,21 +30,23 @@ from challenge.interactions.jacobian import (  # noqa: E402
     restrict,
 )
 from challenge.interactions.train import cache_inputs, text_windows  # noqa: E402
+from challenge.prompts import PromptSpec  # noqa: E402
+from challenge.sae import SAE  # noqa: E402
 
 
-def make_step(kind: str, sae_in: TopKSAE, sae_out: TopKSAE, mlp: MLPWeights, opt, lam: float = 0.3):
+def make_step(kind: str, sae_in: SAE, sae_out: SAE, mlp: MLPWeights, opt, lam: float = 0.3):
     def step(x: torch.Tensor) -> float:
         y = mlp(x)
-        vals, idx = sae_in.encode(x)
-        loss = (sae_in.decode(vals, idx) - x).pow(2).sum(-1).mean() + (sae_out(y) - y).pow(2).sum(
-            -1
-        ).mean()
+        vals, idx = sae_in.encode_topk(x)
+        loss = (sae_in.decode_topk(vals, idx) - x).pow(2).sum(-1).mean() + (
+            sae_out.forward_topk(y) - y
+        ).pow(2).sum(-1).mean()
         if kind == "sparse":
             pen = jacobian_penalty(active_jacobian(sae_in, sae_out, mlp, vals, idx).J)
         elif kind == "dense":
-            Jd = dense_jacobian(sae_in, sae_out, mlp, sae_in.to_dense(vals, idx))
+            Jd = dense_jacobian(sae_in, sae_out, mlp, sae_in.dense_codes(vals, idx))
             with torch.no_grad():
-                vo, io = sae_out.encode(mlp(sae_in.decode(vals, idx)))
+                vo, io = sae_out.encode_topk(mlp(sae_in.decode_topk(vals, idx)))
             mask = (vo > 0)[:, :, None] & (vals > 0)[:, None, :]
             pen = jacobian_penalty(restrict(Jd, io, idx) * mask)
         else:
@@ -85,13 +87,14 @@ def main() -> None:
     from challenge.models import load_model
 
     lm = load_model("smollm2-135m", device="cpu")
-    x_all = cache_inputs(lm.model, text_windows(lm.tokenizer, 4, 128, seed=0), [a.layer])[a.layer]
+    wins = text_windows(PromptSpec(), lm.tokenizer, 4, 128, seed=0)
+    x_all = cache_inputs(lm.model, wins, [a.layer])[a.layer]
     mlp = MLPWeights.from_model(lm.model, a.layer)
     rows = []
 
     def run(kind: str, n_tok: int) -> dict:
-        sae_in = TopKSAE(DictConfig(576, a.n_latents, a.k), seed=0)
-        sae_out = TopKSAE(DictConfig(576, a.n_latents, a.k), seed=1)
+        sae_in = new_dictionary(576, a.n_latents, a.k, torch.Generator().manual_seed(0))
+        sae_out = new_dictionary(576, a.n_latents, a.k, torch.Generator().manual_seed(1))
         opt = torch.optim.Adam(list(sae_in.parameters()) + list(sae_out.parameters()), lr=1e-4)
         s, pen = bench(make_step(kind, sae_in, sae_out, mlp, opt), x_all[:n_tok], a.reps)
         r = {

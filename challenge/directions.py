@@ -21,13 +21,14 @@ LATENT_CLASSES = ("active", "inactive_alive", "dead")
 DEAD_LOG10_FREQ = -10.0  # P1: latents with log10 firing frequency below -10 are dead
 
 
-def _gen(seed: Seed) -> torch.Generator:
+def as_generator(seed: Seed) -> torch.Generator:
+    """``seed`` itself when it is a ``torch.Generator``, else a CPU generator seeded with it."""
     if isinstance(seed, torch.Generator):
         return seed
     return torch.Generator().manual_seed(int(seed))
 
 
-def _cholesky(cov: Tensor, jitter: float = 0.0) -> tuple[Tensor, float]:
+def jittered_cholesky(cov: Tensor, jitter: float = 0.0) -> tuple[Tensor, float]:
     """Cholesky factor of ``cov + jitter I`` (float64), raising the jitter until it succeeds."""
     eye = torch.eye(cov.shape[0], dtype=torch.float64, device=cov.device)
     scale = float(cov.diagonal().mean().abs()) or 1.0
@@ -62,7 +63,7 @@ class ActivationStats:
         x = acts.detach().to(torch.float64)
         mean = x.mean(0)
         cov = torch.cov(x.T).reshape(x.shape[1], x.shape[1])
-        chol, jitter = _cholesky(cov)
+        chol, jitter = jittered_cholesky(cov)
         return cls(
             mean=mean.float(),
             cov=cov.float(),
@@ -100,13 +101,13 @@ class ActivationStats:
 
 def isotropic(n: int, d: int, seed: Seed) -> Float[Tensor, "n d_model"]:
     """Unit-norm isotropic Gaussian directions."""
-    v = torch.randn(n, d, generator=_gen(seed))
+    v = torch.randn(n, d, generator=as_generator(seed))
     return v / v.norm(dim=1, keepdim=True)
 
 
 def gaussian_like(stats: ActivationStats, n: int, seed: Seed) -> Float[Tensor, "n d_model"]:
     """Samples of N(mu, Sigma) of real activations (P1 random targets, P3 N(mu, Sigma) baseline)."""
-    z = torch.randn(n, stats.mean.shape[0], generator=_gen(seed))
+    z = torch.randn(n, stats.mean.shape[0], generator=as_generator(seed))
     return (stats.mean.cpu() + z @ stats.chol.cpu().T).to(stats.mean.device)
 
 
@@ -115,8 +116,8 @@ def cov_random_mixture(
 ) -> Float[Tensor, "n d_model"]:
     """P3 "cov-random mixture": ``v1 - v2`` with ``v1, v2 ~ N(mu, Sigma + jitter I)``
     (independent of the base activation)."""
-    chol, _ = _cholesky(stats.cov.cpu().double(), jitter)
-    gen, d = _gen(seed), stats.mean.shape[0]
+    chol, _ = jittered_cholesky(stats.cov.cpu().double(), jitter)
+    gen, d = as_generator(seed), stats.mean.shape[0]
     mu = stats.mean.cpu().double()
     v1 = mu + torch.randn(n, d, generator=gen, dtype=torch.float64) @ chol.T
     v2 = mu + torch.randn(n, d, generator=gen, dtype=torch.float64) @ chol.T
@@ -129,7 +130,7 @@ def real_mixture(
     """P3 real mixture: ``acts[i] - acts[j]`` for uniformly drawn ``i != j``."""
     if acts.ndim != 2 or acts.shape[0] < 2:
         raise ConfigError(f"need [N >= 2, d_model], got {tuple(acts.shape)}", field="acts")
-    gen, N = _gen(seed), acts.shape[0]
+    gen, N = as_generator(seed), acts.shape[0]
     i = torch.randint(N, (n,), generator=gen)
     j = (i + torch.randint(1, N, (n,), generator=gen)) % N
     return (acts[i.to(acts.device)] - acts[j.to(acts.device)]).float()
@@ -183,7 +184,7 @@ def pick_latent_per_class(
     classes: dict[str, Bool[Tensor, "batch n_latents"]], seed: Seed
 ) -> dict[str, Int[Tensor, " batch"]]:
     """One latent id per row and class, uniformly among the row's members; -1 where empty."""
-    gen, out = _gen(seed), {}
+    gen, out = as_generator(seed), {}
     for name in LATENT_CLASSES:
         mask = classes[name]
         score = torch.rand(mask.shape, generator=gen).to(mask.device)

@@ -26,15 +26,18 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
+from challenge import checks
+from challenge.activations import capture
 from challenge.errors import ConfigError
 from challenge.tail import TailRunner, supports
 
-_HOOK = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|post)$")
+HOOK_PATTERN = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|post)$")
+"""A residual-stream hook name: ``blocks.L.hook_resid_pre`` or ``blocks.L.hook_resid_post``."""
 
 
 def parse_resid_hook(name: str, n_layers: int, field_name: str = "hook") -> int:
     """Residual-stream hook -> index of the first block that reads it (``resid_pre`` index)."""
-    m = _HOOK.match(name)
+    m = HOOK_PATTERN.match(name)
     if not m:
         raise ConfigError(f"{name!r} is not blocks.L.hook_resid_pre/post", field=field_name)
     layer = int(m.group(1)) + (m.group(2) == "post")
@@ -48,10 +51,27 @@ class EngineConfig:
     """Where to write and read, and how to run."""
 
     write_hook: str = "blocks.1.hook_resid_pre"
-    read_hook: str | None = None  # default: last block's hook_resid_post
+    """Residual hook whose last position is overwritten (``blocks.L.hook_resid_pre/post``)."""
+    read_hook: str | None = None
+    """Residual hook read out (``None``: the last block's ``hook_resid_post``)."""
     backend: Literal["auto", "tail", "reference"] = "auto"
-    max_rows: int = 1024  # rows (curves x steps) per forward chunk; bounds memory
+    """``tail``: the blocks after the write point over a prefix cache; ``reference``: a full
+    forward with hooks; ``auto``: ``tail`` where the model supports it."""
+    max_rows: int = 1024
+    """Rows (curves x steps) per forward chunk; bounds memory."""
     progress: bool = True
+    """A progress bar per ``curves`` call (on stderr)."""
+
+    def __post_init__(self) -> None:
+        for name in ("write_hook", "read_hook"):
+            hook = getattr(self, name)
+            if (hook is not None or name == "write_hook") and not (
+                isinstance(hook, str) and HOOK_PATTERN.match(hook)
+            ):
+                raise ConfigError(f"{hook!r} is not blocks.L.hook_resid_pre/post", field=name)
+        checks.choice(self.backend, ("auto", "tail", "reference"), "backend")
+        checks.integer(self.max_rows, "max_rows", minimum=1)
+        checks.boolean(self.progress, "progress")
 
 
 @dataclass
@@ -178,20 +198,11 @@ class PerturbationEngine:
         """Unperturbed activations at the write (and read) point, last position: ``[n, d]``.
 
         With ``read=False`` the forward stops right after the write point."""
-        tokens = torch.as_tensor(tokens, device=self.device)
-        writes, reads = [], []
-        names = {self._write_name(), self.read_hook} if read else {self._write_name()}
-        stop = self.read_after + 1 if read else self.start + 1
-        for i in range(0, len(tokens), batch_size):
-            _, cache = self.model.run_with_cache(
-                tokens[i : i + batch_size], names_filter=lambda n: n in names, stop_at_layer=stop
-            )
-            writes.append(cache[self._write_name()][:, -1].float())
-            if read:
-                reads.append(cache[self.read_hook][:, -1].float())
-        out = {"write": torch.cat(writes)}
+        hooks = [self._write_name(), self.read_hook] if read else [self._write_name()]
+        acts = capture(self.model, tokens, hooks, positions="last", batch_size=batch_size)
+        out = {"write": acts[self._write_name()]}
         if read:
-            out["read"] = torch.cat(reads)
+            out["read"] = acts[self.read_hook]
         return out
 
     # ------------------------------------------------------------------ forward
@@ -205,7 +216,8 @@ class PerturbationEngine:
 
         Differentiable with respect to ``points`` (used for Jacobians of the read-out)."""
         tokens = torch.as_tensor(tokens, device=self.device)
-        points = points.to(self.device, torch.float32)
+        # at least float32 (float64 points stay float64, for a float64 model)
+        points = points.to(self.device, torch.promote_types(points.dtype, torch.float32))
         if tokens.dim() != 2 or points.dim() != 3 or points.shape[0] != tokens.shape[0]:
             raise ConfigError(
                 f"tokens [B,T] and points [B,S,d] expected, got {tuple(tokens.shape)} and {tuple(points.shape)}"
@@ -217,12 +229,20 @@ class PerturbationEngine:
     def _forward_tail(self, tokens, points, capture_mlp_pre):
         name = self._write_name()
         with torch.no_grad():  # TransformerLens runs only the blocks before the write point
-            _, cache = self.model.run_with_cache(
-                tokens, names_filter=lambda n: n == name, stop_at_layer=self.start + 1
-            )
-            cache = self.tail.prefix_from_write(cache[name])
+            prefix = capture(
+                self.model,
+                tokens,
+                [name],
+                positions="all",
+                batch_size=max(1, len(tokens)),  # one forward, as the prefix cache needs
+                float32=False,  # the model's own dtype, as the tail runs in it
+            )[name]
+            cache = self.tail.prefix_from_write(prefix)
         out = self.tail.run(
-            points, cache, read_layers=(self.read_after,), capture_mlp_pre=capture_mlp_pre
+            points.to(prefix.dtype),  # the model's dtype (a no-op for float32 models)
+            cache,
+            read_layers=(self.read_after,),
+            capture_mlp_pre=capture_mlp_pre,
         )
         res = {"read": out[self.read_hook], "logits": out["logits"]}
         if capture_mlp_pre:

@@ -12,7 +12,12 @@ from __future__ import annotations
 
 import html
 import json
+from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
+
+from challenge.errors import ChallengeError
+from challenge.scorer import SCHEMA_ID, ScoreReport
 
 ROOT = Path("leaderboard")
 COLUMNS = [
@@ -25,22 +30,56 @@ COLUMNS = [
 ]
 
 
-def load_entries(track_id: str, root: Path = ROOT) -> list[dict]:
-    rows = []
+def _identity(rep) -> tuple[str, str]:
+    """What must be equal for two records to be ranked together: scorer config and track data."""
+    return json.dumps(asdict(rep.config), sort_keys=True), rep.track.manifest_sha256
+
+
+def load_records(track_id: str, root: Path = ROOT) -> dict[Path, ScoreReport]:
+    """The ``plateau-score/1`` reports of a board (other JSON files are ignored), by file.
+
+    Raises ``ChallengeError`` naming the file when a record is malformed, or when a record was
+    scored with another scorer config or on other track data (manifest sha256) than the
+    majority of the board: such numbers are not comparable (e.g. a ``--quick`` run)."""
+    reps: dict[Path, ScoreReport] = {}
     for p in sorted((root / track_id).glob("*.json")):
-        rep = json.loads(p.read_text())
-        if rep.get("schema") != "plateau-score/1":
+        doc = json.loads(p.read_text())
+        if not isinstance(doc, dict) or doc.get("schema") != SCHEMA_ID:
             continue
-        sub = rep["submission"]
+        try:
+            reps[p] = ScoreReport.from_json(doc)
+        except (KeyError, TypeError, ChallengeError) as e:
+            raise ChallengeError(f"not a valid score report: {e}", file=str(p)) from None
+    if not reps:
+        return reps
+    ids = {p: _identity(r) for p, r in reps.items()}
+    majority, count = Counter(ids.values()).most_common(1)[0]
+    for p, key in ids.items():
+        if key != majority:
+            raise ChallengeError(
+                f"scored with config {key[0]} on track manifest {key[1]}, but {count} of the "
+                f"{len(ids)} records use config {majority[0]} on manifest {majority[1]}; "
+                "records with other settings are not ranked together (score it again with the "
+                "board's settings, or keep it on another board)",
+                file=str(p),
+            )
+    return reps
+
+
+def load_entries(track_id: str, root: Path = ROOT) -> list[dict]:
+    """The board's rows, ranked by gap closed (then mean KS); see :func:`load_records`."""
+    rows = []
+    for rep in load_records(track_id, root).values():
+        sub = rep.submission
         rows.append(
             {
                 "name": sub["name"],
-                "gap_closed": rep["headline"]["gap_closed"],
-                "mean_ks": rep["headline"]["mean_ks"],
+                "gap_closed": rep.headline.gap_closed,
+                "mean_ks": rep.headline.mean_ks,
                 "uses": ", ".join(sub["uses"]),
                 "generator": sub["generator"],
                 "plot": f"{sub['name']}.png",
-                "features": {k: v["ks"] for k, v in rep["features"].items()},
+                "features": {k: v.ks for k, v in rep.features.items()},
             }
         )
     rows.sort(

@@ -39,12 +39,33 @@ class PromptSpec:
     """Where prompts come from and how they are cut (see the module docstring)."""
 
     source: str = "pydoc"
+    """``pydoc``, ``template:<family>``, ``textfile:<path>`` or ``hf:<dataset id>``."""
     hf_split: str = "train"
+    """Hub datasets: the split streamed."""
     hf_text_field: str = "text"
+    """Hub datasets: the column holding the text."""
     hf_revision: str | None = None
+    """Hub datasets: the pinned revision (``None``: the default branch)."""
     n_tokens: int | None = 10
+    """Tokens per window (templates: ``None`` keeps the modal prompt length)."""
     prepend_bos: bool = False
+    """Start every window with the tokenizer's BOS token."""
     max_chars: int | None = None
+    """Stop reading text after this many characters (``None``: all)."""
+
+    def __post_init__(self) -> None:
+        from challenge import checks
+
+        for name in ("source", "hf_split", "hf_text_field"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ConfigError(
+                    f"must be a non-empty string, got {getattr(self, name)!r}", field=name
+                )
+        if self.n_tokens is not None:
+            checks.integer(self.n_tokens, "n_tokens", minimum=1 + bool(self.prepend_bos))
+        checks.boolean(self.prepend_bos, "prepend_bos")
+        if self.max_chars is not None:
+            checks.integer(self.max_chars, "max_chars", minimum=1)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The published protocols as typed configs and runners (see docs/protocols.md).
+"""The published protocols as typed configs, runners and results (see docs/protocols.md).
 
 - P1 "teren" (Giglemiani et al. 2024): from a real activation toward a target, relative
   (``linspace(0,1,100)``) or absolute (fixed step) scheme; curve features MS, AP, NL, AR.
@@ -11,11 +11,15 @@ them from the track's measured units (``Track.units``):
 absolute step = median real-to-real write distance / 100; plateau distance = 0.2 x median
 read-out distance at the end of a real-to-real path; P3 lengths = published grid / 91 x median
 write-point norm. Every result records which units were used and the resolved values.
+
+``run_p1`` / ``run_p2`` / ``run_p3`` run a protocol with a given engine and return its typed
+result (:class:`P1Result`, ...); :func:`run_protocol` does the whole job for a track and a
+model: engine, run, JSON + ``.npz`` + PNG.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -24,6 +28,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from challenge import checks, rng
 from challenge import metrics as M
 from challenge.directions import (
     ActivationStats,
@@ -34,10 +39,15 @@ from challenge.directions import (
 )
 from challenge.engine import Curves, PerturbationEngine
 from challenge.errors import ConfigError
+from challenge.metrics import Summary
 from challenge.paths import absolute_path, arc_path, linear_path, p3_length_grid, ray_path
+from challenge.results import Result, TrackRef, provenance
+from challenge.schemas import JSON_CONFIG
 
 Units = Literal["gpt2", "scale_free"]
+UNITS = ("gpt2", "scale_free")
 GPT2 = {"abs_step": 0.5, "plateau_distance": 20.0, "slope_threshold": 0.02}
+DIRECTION_KINDS = ("isotropic", "gaussian", "cov_mixture", "real_mixture")
 
 
 # ---------------------------------------------------------------------------------------- P1
@@ -45,28 +55,51 @@ GPT2 = {"abs_step": 0.5, "plateau_distance": 20.0, "slope_threshold": 0.02}
 class P1Config:
     """P1 "teren" plateau protocol."""
 
+    __pydantic_config__ = JSON_CONFIG
+
     scheme: Literal["relative", "absolute"] = "relative"
+    """``relative``: ``n_steps`` points on ``linspace(0, 1)`` from the base to its target;
+    ``absolute``: steps of fixed length ``abs_step`` toward the target."""
     units: Units = "scale_free"
+    """``gpt2``: the published constants; ``scale_free``: derived from the track's units."""
     n_curves: int = 200
-    n_steps: int = 100  # relative: points on linspace(0,1); absolute: t = 0..n_steps
+    """Context prompts probed (each toward a real and a random target)."""
+    n_steps: int = 100
+    """Relative: points on the path; absolute: the path has ``n_steps + 1`` points. A curve
+    needs at least ``metrics.NL_FIT_STEPS`` (10) points, the nonlinearity step's fit window."""
     slope_threshold: float = 0.02
-    plateau_distance: float | None = None  # None: resolved from units
-    abs_step: float | None = None  # None: resolved from units
+    """MS: the smallest slope (of the curve normalised to end at 1) that counts."""
+    plateau_distance: float | None = None
+    """AP: the read-out distance that ends the plateau (``None``: from ``units``)."""
+    abs_step: float | None = None
+    """Absolute scheme: the step length at the write point (``None``: from ``units``)."""
     seed: int = 0
+    """Run seed; contexts and targets use the ``p1.*`` streams of ``challenge.rng``."""
+
+    def __post_init__(self) -> None:
+        checks.choice(self.scheme, ("relative", "absolute"), "scheme")
+        checks.choice(self.units, UNITS, "units")
+        checks.integer(self.n_curves, "n_curves", minimum=1)
+        points = M.NL_FIT_STEPS - (self.scheme == "absolute")  # n_steps giving 10 points
+        checks.integer(self.n_steps, "n_steps", minimum=points)
+        checks.number(self.slope_threshold, "slope_threshold", minimum=0)
+        checks.number(self.plateau_distance, "plateau_distance", positive=True, optional=True)
+        checks.number(self.abs_step, "abs_step", positive=True, optional=True)
+        checks.integer(self.seed, "seed")
 
 
 def resolve_p1(cfg: P1Config, units: dict[str, float]) -> dict[str, float]:
     """The constants a P1 run uses, in read-out / write-point units."""
+    if cfg.units not in UNITS:
+        raise ConfigError(f"unknown units {cfg.units!r}", field="units")
     if cfg.units == "gpt2":
         r = dict(GPT2)
-    elif cfg.units == "scale_free":
+    else:
         r = {
             "abs_step": units["write_distance_median"] / 100.0,
             "plateau_distance": 0.2 * units["read_distance_median"],
             "slope_threshold": cfg.slope_threshold,
         }
-    else:
-        raise ConfigError(f"unknown units {cfg.units!r}", field="units")
     if cfg.plateau_distance is not None:
         r["plateau_distance"] = cfg.plateau_distance
     if cfg.abs_step is not None:
@@ -123,16 +156,80 @@ def compare_features(ref: dict[str, np.ndarray], other: dict[str, np.ndarray]) -
     }
 
 
+@dataclass
+class FeatureContrast:
+    """One P1 feature over real targets vs random N(mu, Sigma) targets."""
+
+    __pydantic_config__ = JSON_CONFIG
+
+    real: float | None
+    """Mean of the feature over the curves toward real targets."""
+    random: float | None
+    """Mean of the feature over the curves toward random targets."""
+    ks: float
+    """Two-sample KS statistic between the two samples."""
+
+
+@dataclass
+class P1Headline:
+    """Real mean, random mean and KS of each P1 curve feature."""
+
+    __pydantic_config__ = JSON_CONFIG
+
+    ms_l2: FeatureContrast
+    ms_kl: FeatureContrast
+    plateau_length: FeatureContrast
+    nl_l2: FeatureContrast
+    ar_l2: FeatureContrast
+
+    @classmethod
+    def of(cls, features: dict[str, dict]) -> P1Headline:
+        """From :func:`compare_features` of (real, random)."""
+        return cls(
+            **{
+                k: FeatureContrast(real=v["ref"]["mean"], random=v["other"]["mean"], ks=v["ks"])
+                for k, v in features.items()
+            }
+        )
+
+
+@dataclass
+class P1Result(Result):
+    """A P1 run. ``detail``: ``resolved`` constants, ``features`` (summaries of both samples
+    and KS per feature), ``n_curves``. ``arrays``: ``{real,random}_{l2,kl,js,ce,top1_changed}``
+    ``[n, steps]`` and ``{real,random}_feat_<feature>`` ``[n]``."""
+
+    __pydantic_config__ = JSON_CONFIG
+
+    kind: Literal["p1"]
+    config: P1Config
+    headline: P1Headline
+
+
 # ---------------------------------------------------------------------------------------- P2
 @dataclass
 class P2Config:
     """P2 "stable regions" interpolation between adjacent prompts (i, i+1)."""
 
+    __pydantic_config__ = JSON_CONFIG
+
     n_pairs: int = 100
+    """Adjacent context pairs interpolated (at most the number of context prompts - 1)."""
     n_steps: int = 51
+    """Points on each interpolation, ends included."""
     variant: Literal["linear", "arc"] = "linear"
-    control: bool = True  # also run a cov-random-mixture direction of the same length
+    """``linear``: the straight segment; ``arc``: around the mean activation."""
+    control: bool = True
+    """Also run a cov-random-mixture direction of the same length from each start."""
     seed: int = 0
+    """Run seed; the control directions use the ``p2.control`` stream."""
+
+    def __post_init__(self) -> None:
+        checks.integer(self.n_pairs, "n_pairs", minimum=1)
+        checks.integer(self.n_steps, "n_steps", minimum=2)
+        checks.choice(self.variant, ("linear", "arc"), "variant")
+        checks.boolean(self.control, "control")
+        checks.integer(self.seed, "seed")
 
 
 def p2_paths(a: Tensor, b: Tensor, cfg: P2Config, mean: Tensor | None) -> Tensor:
@@ -147,16 +244,70 @@ def p2_sharpness(curves: Curves) -> dict[str, np.ndarray]:
     return {"sharpness_l2": M.sharpness(curves.l2), "sharpness_kl": M.sharpness(curves.kl)}
 
 
+@dataclass
+class Sharpness:
+    """Summaries of P2 sharpness (max d'(alpha) / d(1)) over the interpolations of one group."""
+
+    __pydantic_config__ = JSON_CONFIG
+
+    sharpness_l2: Summary
+    sharpness_kl: Summary
+
+
+@dataclass
+class P2Headline:
+    """Sharpness of the real interpolations and of the random control."""
+
+    __pydantic_config__ = JSON_CONFIG
+
+    real: Sharpness
+    random: Sharpness | None = None
+    """``None`` without the control."""
+
+
+@dataclass
+class P2Result(Result):
+    """A P2 run. ``detail``: ``n_pairs``, ``sharpness`` per group and, with the control,
+    ``ks_real_vs_random``. ``arrays``: ``{real,random}_{l2,kl,js,ce,top1_changed}``
+    ``[n, steps]`` and ``{real,random}_sharpness_{l2,kl}`` ``[n]``."""
+
+    __pydantic_config__ = JSON_CONFIG
+
+    kind: Literal["p2"]
+    config: P2Config
+    headline: P2Headline
+
+
 # ---------------------------------------------------------------------------------------- P3
 @dataclass
 class P3Config:
     """P3 sensitive directions: x + L d/||d|| over the published length grid."""
 
+    __pydantic_config__ = JSON_CONFIG
+
     units: Units = "scale_free"
+    """``gpt2``: the published length grid; ``scale_free``: scaled to the track's norms."""
     n_base: int = 100
-    directions: tuple[str, ...] = ("isotropic", "gaussian", "cov_mixture", "real_mixture")
-    kl_threshold: float = 0.1  # nats: the length at which the median KL first reaches it
+    """Context activations the rays start from."""
+    directions: tuple[str, ...] = DIRECTION_KINDS
+    """Direction kinds, among ``isotropic``, ``gaussian``, ``cov_mixture``, ``real_mixture``."""
+    kl_threshold: float = 0.1
+    """Nats: the headline length is the first at which the median KL reaches it."""
     seed: int = 0
+    """Run seed; the i-th direction kind uses index i of the ``p3.direction`` stream."""
+
+    def __post_init__(self) -> None:
+        checks.choice(self.units, UNITS, "units")
+        checks.integer(self.n_base, "n_base", minimum=1)
+        self.directions = tuple(self.directions)
+        if not self.directions:
+            raise ConfigError("at least one direction kind is needed", field="directions")
+        for k in self.directions:
+            checks.choice(k, DIRECTION_KINDS, "directions")
+        if len(set(self.directions)) != len(self.directions):
+            raise ConfigError(f"repeated kinds in {list(self.directions)}", field="directions")
+        checks.number(self.kl_threshold, "kl_threshold", positive=True)
+        checks.integer(self.seed, "seed")
 
 
 def p3_lengths(cfg: P3Config, units: dict[str, float]) -> Tensor:
@@ -169,17 +320,18 @@ def p3_lengths(cfg: P3Config, units: dict[str, float]) -> Tensor:
 def p3_directions(
     kinds: tuple[str, ...], public: Tensor, stats: ActivationStats, n: int, seed: int
 ) -> dict[str, Tensor]:
+    """``n`` directions per kind; the i-th kind draws from index i of the ``p3.direction`` stream."""
     out = {}
     for i, k in enumerate(kinds):
-        s = seed + 1000 * i
+        g = rng.generator(seed, "p3.direction", i)
         if k == "isotropic":
-            out[k] = isotropic(n, public.shape[1], s)
+            out[k] = isotropic(n, public.shape[1], g)
         elif k == "gaussian":
-            out[k] = gaussian_like(stats, n, s)
+            out[k] = gaussian_like(stats, n, g)
         elif k == "cov_mixture":
-            out[k] = cov_random_mixture(stats, n, s)
+            out[k] = cov_random_mixture(stats, n, g)
         elif k == "real_mixture":
-            out[k] = real_mixture(public, n, s)
+            out[k] = real_mixture(public, n, g)
         else:
             raise ConfigError(f"unknown direction kind {k!r}", field="directions")
     return out
@@ -209,66 +361,75 @@ def p3_probe(
     return curves, summary
 
 
-# ------------------------------------------------------------------------------ runners
 @dataclass
-class ProtocolRun:
-    """A CLI run of one protocol on a built track."""
+class P3Headline:
+    """Per direction kind: the length at which the median KL first reaches the threshold."""
 
-    track: str = "smollm2-135m-l1"
-    protocol: Literal["p1", "p2", "p3"] = "p1"
-    out: Path = Path("runs/protocols")
-    p1: P1Config = field(default_factory=P1Config)
-    p2: P2Config = field(default_factory=P2Config)
-    p3: P3Config = field(default_factory=P3Config)
+    __pydantic_config__ = JSON_CONFIG
+
+    length_to_kl_threshold: dict[str, float | None]
+    """``None`` where the median KL stays below the threshold over the whole grid."""
 
 
-def _sample(n_avail: int, n: int, seed: int) -> Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randperm(n_avail, generator=g)[: min(n, n_avail)]
+@dataclass
+class P3Result(Result):
+    """A P3 run. ``detail``: ``lengths`` and, per direction kind, ``directions[kind]``
+    (median KL and L2 per length, length to the KL threshold, KL at the largest length).
+    ``arrays``: ``lengths`` and ``<kind>_{l2,kl,js,ce,top1_changed}`` ``[n, lengths]``."""
+
+    __pydantic_config__ = JSON_CONFIG
+
+    kind: Literal["p3"]
+    config: P3Config
+    headline: P3Headline
 
 
-def run_p1(track, engine: PerturbationEngine, cfg: P1Config) -> tuple[dict, dict]:
+# ------------------------------------------------------------------------------ runners
+def run_p1(track, engine: PerturbationEngine, cfg: P1Config) -> P1Result:
     """Real targets (another prompt's activation) vs random N(mu, Sigma) targets."""
     r = resolve_p1(cfg, track.units)
     ctx_t, ctx_a, held = track.tokens("context"), track.acts("context"), track.acts("heldout")
-    idx = _sample(len(ctx_a), cfg.n_curves, cfg.seed)
+    idx = rng.subset(len(ctx_a), cfg.n_curves, cfg.seed, "p1.contexts")
     n = len(idx)
-    real_t = held[_sample(len(held), n, cfg.seed + 1)]
+    real_t = held[rng.subset(len(held), n, cfg.seed, "p1.real_targets")]
     stats = ActivationStats.fit(track.acts("public"))
-    rand_t = gaussian_like(stats, n, cfg.seed + 2)
+    rand_t = gaussian_like(stats, n, rng.generator(cfg.seed, "p1.random_targets"))
     c_real, f_real = p1_probe(engine, ctx_t[idx], ctx_a[idx], real_t, cfg, r, "P1 real")
     c_rand, f_rand = p1_probe(engine, ctx_t[idx], ctx_a[idx], rand_t, cfg, r, "P1 random")
-    doc = {
-        "protocol": "p1",
-        "config": asdict(cfg),
-        "resolved": r,
-        "features": compare_features(f_real, f_rand),
-        "n_curves": n,
-    }
+    features = compare_features(f_real, f_rand)
     arrays = {f"real_{k}": v for k, v in c_real.arrays().items()} | {
         f"random_{k}": v for k, v in c_rand.arrays().items()
     }
     arrays |= {f"real_feat_{k}": v for k, v in f_real.items()} | {
         f"random_feat_{k}": v for k, v in f_rand.items()
     }
-    return doc, arrays
+    return P1Result(
+        kind="p1",
+        config=cfg,
+        headline=P1Headline.of(features),
+        detail={"resolved": r, "features": features, "n_curves": n},
+        track=TrackRef.of(track),
+        provenance=provenance(engine.describe()),
+        arrays=arrays,
+    )
 
 
-def run_p2(track, engine: PerturbationEngine, cfg: P2Config) -> tuple[dict, dict]:
+def run_p2(track, engine: PerturbationEngine, cfg: P2Config) -> P2Result:
+    """Interpolations between adjacent context prompts' activations, and the random control."""
     ctx_t, ctx_a = track.tokens("context"), track.acts("context")
     n = min(cfg.n_pairs, len(ctx_a) - 1)
     a, b, toks = ctx_a[:n], ctx_a[1 : n + 1], ctx_t[:n]
     mean = track.acts("public").mean(0)
     c_real = engine.curves(toks, p2_paths(a, b, cfg, mean), desc="P2 real")
     s_real = p2_sharpness(c_real)
-    doc = {"protocol": "p2", "config": asdict(cfg), "n_pairs": n, "sharpness": {}}
+    detail: dict = {"n_pairs": n, "sharpness": {}}
     arrays = {f"real_{k}": v for k, v in c_real.arrays().items()} | {
         f"real_{k}": v for k, v in s_real.items()
     }
     groups = {"real": s_real}
     if cfg.control:
         stats = ActivationStats.fit(track.acts("public"))
-        d = cov_random_mixture(stats, n, cfg.seed)
+        d = cov_random_mixture(stats, n, rng.generator(cfg.seed, "p2.control"))
         d = d / d.norm(dim=-1, keepdim=True) * (b - a).norm(dim=-1, keepdim=True)
         c_rand = engine.curves(toks, p2_paths(a, a + d, cfg, mean), desc="P2 random")
         s_rand = p2_sharpness(c_rand)
@@ -277,32 +438,98 @@ def run_p2(track, engine: PerturbationEngine, cfg: P2Config) -> tuple[dict, dict
             f"random_{k}": v for k, v in s_rand.items()
         }
     for g, s in groups.items():
-        doc["sharpness"][g] = {k: M.summarise(v) for k, v in s.items()}
+        detail["sharpness"][g] = {k: M.summarise(v) for k, v in s.items()}
     if cfg.control:
-        doc["ks_real_vs_random"] = {
+        detail["ks_real_vs_random"] = {
             k: M.ks_statistic(groups["real"][k], groups["random"][k]) for k in s_real
         }
-    return doc, arrays
+    sharp = {g: Sharpness(**s) for g, s in detail["sharpness"].items()}
+    return P2Result(
+        kind="p2",
+        config=cfg,
+        headline=P2Headline(**sharp),
+        detail=detail,
+        track=TrackRef.of(track),
+        provenance=provenance(engine.describe()),
+        arrays=arrays,
+    )
 
 
 def run_p3(
     track, engine: PerturbationEngine, cfg: P3Config, extra: dict[str, Tensor] | None = None
-) -> tuple[dict, dict]:
+) -> P3Result:
     """``extra``: additional direction sets ``[n_base, d]`` (e.g. SAE decoder directions)."""
     ctx_t, ctx_a = track.tokens("context"), track.acts("context")
-    idx = _sample(len(ctx_a), cfg.n_base, cfg.seed)
+    idx = rng.subset(len(ctx_a), cfg.n_base, cfg.seed, "p3.contexts")
     public = track.acts("public")
     dirs = p3_directions(cfg.directions, public, ActivationStats.fit(public), len(idx), cfg.seed)
     dirs |= extra or {}
     lengths = p3_lengths(cfg, track.units)
     curves, summary = p3_probe(engine, ctx_t[idx], ctx_a[idx], dirs, lengths, cfg.kl_threshold)
-    doc = {
-        "protocol": "p3",
-        "config": asdict(cfg),
-        "lengths": lengths.tolist(),
-        "directions": summary,
-    }
     arrays = {"lengths": lengths.numpy()}
     for name, c in curves.items():
         arrays |= {f"{name}_{k}": v for k, v in c.arrays().items()}
-    return doc, arrays
+    return P3Result(
+        kind="p3",
+        config=cfg,
+        headline=P3Headline({k: v["length_to_kl_threshold"] for k, v in summary.items()}),
+        detail={"lengths": lengths.tolist(), "directions": summary},
+        track=TrackRef.of(track),
+        provenance=provenance(engine.describe()),
+        arrays=arrays,
+    )
+
+
+ProtocolConfig = P1Config | P2Config | P3Config
+ProtocolResult = P1Result | P2Result | P3Result
+
+
+def default_name(track_id: str, cfg: ProtocolConfig) -> str:
+    """``<track>_p1_<scheme>_<units>``, ``<track>_p2`` or ``<track>_p3_<units>``."""
+    if isinstance(cfg, P1Config):
+        return f"{track_id}_p1_{cfg.scheme}_{cfg.units}"
+    if isinstance(cfg, P2Config):
+        return f"{track_id}_p2"
+    return f"{track_id}_p3_{cfg.units}"
+
+
+def run_protocol(
+    track,
+    lm,
+    cfg: ProtocolConfig,
+    *,
+    sae=None,
+    out: Path,
+    name: str | None = None,
+) -> ProtocolResult:
+    """Run a protocol on ``track`` (a :class:`~challenge.track.Track`, registered id or
+    directory) with ``lm`` (a ``LoadedModel``) and write ``<out>/<name>.json`` + ``.npz`` +
+    ``.png`` (``name`` defaults to :func:`default_name`). ``sae`` (P3 only: an SAE or its
+    directory) adds the SAE direction sets of ``challenge.sae.sae_direction_sets``."""
+    from challenge.protocol_plots import plot_protocol
+    from challenge.track import resolve_track
+
+    if not isinstance(cfg, ProtocolConfig):
+        raise ConfigError(f"not a protocol config: {type(cfg).__name__}", field="cfg")
+    if sae is not None and not isinstance(cfg, P3Config):
+        raise ConfigError("an SAE adds P3 direction sets; P1 and P2 take none", field="sae")
+    tr = resolve_track(track)
+    eng = tr.engine(lm)
+    if isinstance(cfg, P1Config):
+        res = run_p1(tr, eng, cfg)
+    elif isinstance(cfg, P2Config):
+        res = run_p2(tr, eng, cfg)
+    else:
+        extra = None
+        if sae is not None:
+            from challenge.sae import load_sae, sae_direction_sets
+
+            if isinstance(sae, (str, Path)):
+                sae = load_sae(sae)
+            extra = sae_direction_sets(sae, tr, n_base=cfg.n_base, seed=cfg.seed)
+        res = run_p3(tr, eng, cfg, extra)
+    res.provenance = provenance(lm.provenance | eng.describe())
+    name = name or default_name(tr.spec.track_id, cfg)
+    res.save(out, name)
+    plot_protocol(res, Path(out) / f"{name}.png")
+    return res

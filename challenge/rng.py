@@ -44,10 +44,14 @@ STREAMS: dict[str, Stream] = {
     "scorer.rows": Stream(1, doc="which submitted rows are scored"),
     "scorer.ceiling": Stream(7, doc="the N(mu, Sigma) ceiling sample"),
     # studies
+    "layers.control": Stream(0, 1, "cov-random-mixture control at write layer index"),
     "steering.random": Stream(1, doc="cov-random-mixture directions"),
     "steering.isotropic": Stream(2, doc="isotropic directions"),
-    "boundaries.bunching": Stream(1, doc="random alignment of the bunching null"),
+    "boundaries.paths": Stream(0, doc="context rows and held-out real targets of the paths"),
+    "boundaries.bunching_l2": Stream(0, doc="random alignment of the bunching null (L2 max slope)"),
+    "boundaries.bunching_kl": Stream(1, doc="random alignment of the bunching null (KL max slope)"),
     "boundaries.random_points": Stream(2, doc="N(mu, Sigma) endpoints"),
+    "sae_plateaus.recon": Stream(0, doc="points and real targets of part A"),
     "sae_plateaus.random": Stream(3, doc="cov-random-mixture steps of the same length"),
     "sae_plateaus.isotropic": Stream(4, doc="isotropic steps of the same length"),
     "sae_plateaus.paths": Stream(10, doc="path pairs of part B"),
@@ -55,13 +59,20 @@ STREAMS: dict[str, Stream] = {
     "sae_plateaus.gaussian": Stream(21, doc="N(mu, Sigma) points of part C"),
     "sae_plateaus.directions": Stream(22, doc="isotropic directions of part C"),
     # feature finding
+    "feature_finding.start": Stream(0, doc="random starts of the direction finders"),
     "feature_finding.jacobian_rows": Stream(1, doc="bases whose Jacobian is computed"),
     "feature_finding.random": Stream(5, doc="isotropic random directions"),
     "feature_finding.cov_mixture": Stream(6, doc="cov-random-mixture directions"),
-    "feature_finding.signs": Stream(77, doc="signs of shared directions, per base"),
+    "feature_finding.signs": Stream(77, 1, "signs of shared directions per base, i-th set"),
     # sparse interactions
     "interactions.layer": Stream(0, 1000, "the i-th trained layer (plus 7 x its layer index)"),
     "interactions.sae_out": Stream(1, doc="the output dictionary's initialisation"),
+    "interactions.sae_in": Stream(0, doc="the input dictionary's initialisation"),
+    "interactions.batches": Stream(0, doc="the order of the training tokens"),
+    "interactions.windows": Stream(0, doc="which text windows are train / held-out"),
+    "interactions.circuit_random": Stream(0, doc="random latents of the circuit's ablation"),
+    # SAEs
+    "sae.train": Stream(0, doc="SAE initialisation, then the training batches"),
 }
 
 

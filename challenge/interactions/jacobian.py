@@ -33,7 +33,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from challenge.errors import ConfigError
-from challenge.interactions.dictionaries import TopKSAE
+from challenge.sae import SAE
 
 
 @dataclass
@@ -49,8 +49,9 @@ class MLPWeights:
     s_x: float = 1.0
     s_y: float = 1.0
 
-    @classmethod
-    def from_model(cls, model, layer: int, s_x: float = 1.0, s_y: float = 1.0) -> MLPWeights:
+    @staticmethod
+    def check(model) -> None:
+        """``ConfigError`` unless ``model`` has Llama-style gated SiLU MLPs with RMSNorm."""
         cfg = model.cfg
         if not cfg.gated_mlp or cfg.act_fn != "silu" or cfg.normalization_type != "RMS":
             raise ConfigError(
@@ -58,6 +59,10 @@ class MLPWeights:
                 f"gated_mlp={cfg.gated_mlp}, act_fn={cfg.act_fn}, norm={cfg.normalization_type}",
                 field="model",
             )
+
+    @classmethod
+    def from_model(cls, model, layer: int, s_x: float = 1.0, s_y: float = 1.0) -> MLPWeights:
+        cls.check(model)
         mlp, blk = model.blocks[layer].mlp, model.blocks[layer]
         return cls(
             W_gate=mlp.W_gate.detach(),
@@ -103,8 +108,8 @@ class JacobianOut:
 
 
 def active_jacobian(
-    sae_in: TopKSAE,
-    sae_out: TopKSAE,
+    sae_in: SAE,
+    sae_out: SAE,
     mlp: MLPWeights,
     vals_in: Float[Tensor, "B k"],
     idx_in: Int[Tensor, "B k"],
@@ -115,18 +120,18 @@ def active_jacobian(
     With ``idx_out`` given, rows are those output latents' pre-activation Jacobians instead
     (no TopK masking on the output side), e.g. for the latents active on the real MLP output.
     """
-    x_hat = sae_in.decode(vals_in, idx_in)
+    x_hat = sae_in.decode_topk(vals_in, idx_in)
     g, u, y = mlp.parts(x_hat)
     if idx_out is None:
-        vals_out, idx_out = sae_out.encode(y)
+        vals_out, idx_out = sae_out.encode_topk(y)
         out_mask = vals_out > 0
     else:
-        vals_out = torch.relu(sae_out.pre(y).gather(1, idx_out))
+        vals_out = torch.relu(sae_out.pre_acts(y).gather(1, idx_out))
         out_mask = torch.ones_like(vals_out, dtype=torch.bool)
     sg = torch.sigmoid(g)
     c_gate = sg * (1 + g * (1 - sg)) * u  # silu'(g) * u
     c_lin = g * sg  # silu(g)
-    e = _rows_times(sae_out.W_enc, idx_out, mlp.W_out.T) / mlp.s_y  # (B, k_out, m)
+    e = _rows_times(sae_out.W_enc.T, idx_out, mlp.W_out.T) / mlp.s_y  # (B, k_out, m)
     dec = sae_in.W_dec * (mlp.s_x * mlp.ln_w)
     d_gate = _rows_times(dec, idx_in, mlp.W_gate)  # (B, k_in, m)
     d_lin = _rows_times(dec, idx_in, mlp.W_in)
@@ -136,15 +141,15 @@ def active_jacobian(
     return JacobianOut(J=J * mask, vals_out=vals_out, idx_out=idx_out, y_hat=y)
 
 
-def f_dense(sae_in: TopKSAE, sae_out: TopKSAE, mlp: MLPWeights, z_in: Tensor) -> Tensor:
+def f_dense(sae_in: SAE, sae_out: SAE, mlp: MLPWeights, z_in: Tensor) -> Tensor:
     """``f`` on dense codes: (n_in,) or (B, n_in) -> dense output codes."""
-    y = mlp(sae_in.decode_dense(z_in))
-    vals, idx = sae_out.pre(y).topk(sae_out.k, dim=-1)
-    return torch.zeros_like(sae_out.pre(y)).scatter(-1, idx, torch.relu(vals))
+    y = mlp(sae_in.decode(z_in))
+    vals, idx = sae_out.pre_acts(y).topk(sae_out.k, dim=-1)
+    return torch.zeros_like(sae_out.pre_acts(y)).scatter(-1, idx, torch.relu(vals))
 
 
 def dense_jacobian(
-    sae_in: TopKSAE, sae_out: TopKSAE, mlp: MLPWeights, z_in: Float[Tensor, "B n_in"]
+    sae_in: SAE, sae_out: SAE, mlp: MLPWeights, z_in: Float[Tensor, "B n_in"]
 ) -> Float[Tensor, "B n_out n_in"]:
     """Naive reference: the full ``n_out x n_in`` Jacobian per token by autograd."""
     from torch.func import jacrev, vmap

@@ -26,15 +26,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 
 from challenge import metrics as M
 from challenge.directions import ActivationStats, gaussian_like
-from challenge.errors import ConfigError
 from challenge.paths import linear_path
-from challenge.studies import StudyEnv, corr, finish, load_env, trace
+from challenge.results import Result
+from challenge.rng import generator, seed_for
+from challenge.schemas import JSON_CONFIG
+from challenge.studies._common import StudyEnv, corr, finish, load_env, require, trace
 
 NAME = "boundaries"
 
@@ -43,11 +46,14 @@ NAME = "boundaries"
 class BoundariesConfig:
     """Study 4: MLP gate sign changes per step along paths vs the output's jumps."""
 
+    __pydantic_config__ = JSON_CONFIG
+
     track: str = "smollm2-135m-l1"
     """registered track id or a track directory"""
     n_paths: int = 48
     """paths per kind (real-to-real and toward random N(mu, Sigma) targets)"""
     n_steps: int = 51
+    """points along each path, endpoints included (>= 3)"""
     max_rows: int = 510
     """curve-steps per engine call (the gate capture is [rows, layers, d_mlp] floats)"""
     window: int = 2
@@ -55,8 +61,88 @@ class BoundariesConfig:
     align: int = 10
     """half-width of the profile aligned at the max-slope step"""
     seed: int = 0
+    """run seed: paths (stream boundaries.paths), random endpoints, bunching nulls"""
     out: Path = Path("runs/studies")
+    """folder of boundaries.{json,npz,png}"""
     plot: bool = True
+    """also draw boundaries.png"""
+
+    def __post_init__(self):
+        require(bool(self.track), "track", "a track id or directory is needed")
+        require(self.n_paths >= 1, "n_paths", f"must be >= 1, got {self.n_paths}")
+        require(self.n_steps >= 3, "n_steps", f"need at least 3 steps, got {self.n_steps}")
+        require(self.max_rows >= 1, "max_rows", f"must be >= 1, got {self.max_rows}")
+        require(self.window >= 0, "window", f"must be >= 0, got {self.window}")
+        require(self.align >= 0, "align", f"must be >= 0, got {self.align}")
+        require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+
+
+@dataclass
+class Correlation:
+    """Pearson and Spearman correlation of a flat sample of pairs (:func:`corr`)."""
+
+    __pydantic_config__ = JSON_CONFIG
+
+    pearson: float | None
+    """None when fewer than 3 finite pairs or a constant side"""
+    spearman: float | None
+    """rank correlation (None as for pearson)"""
+    n: int
+    """finite pairs used"""
+
+
+@dataclass
+class KindHeadline:
+    """One path kind's numbers to cite (crossings = MLP gate sign changes per step)."""
+
+    __pydantic_config__ = JSON_CONFIG
+
+    corr_pooled_dkl: Correlation
+    """crossings vs the step's KL increase, pooled over all (path, step)"""
+    within_path_spearman_dkl: float | None
+    """median over paths of the per-path Spearman of crossings vs KL increase"""
+    ratio_at_ms_kl: float | None
+    """median ratio of the crossings at the KL max-slope step to the path's mean per step"""
+    busiest_within_window: float
+    """fraction of paths whose busiest step is within ``window`` steps of the KL max slope"""
+    busiest_within_window_chance: float
+    """the same fraction for a random step (chance)"""
+
+
+@dataclass
+class BoundariesHeadline:
+    """Study 4's numbers to cite, per path kind (real, random)."""
+
+    __pydantic_config__ = JSON_CONFIG
+
+    kinds: dict[str, KindHeadline]
+
+
+@dataclass
+class BoundariesResult(Result):
+    """Study 4's result; ``detail["kinds"]`` holds one document per path kind."""
+
+    __pydantic_config__ = JSON_CONFIG
+
+    kind: Literal["boundaries"]
+    config: BoundariesConfig
+    headline: BoundariesHeadline
+
+
+def headline(kinds: dict[str, dict]) -> BoundariesHeadline:
+    """The numbers to cite from the per-kind documents."""
+    return BoundariesHeadline(
+        {
+            k: KindHeadline(
+                corr_pooled_dkl=Correlation(**v["corr_pooled"]["dkl"]),
+                within_path_spearman_dkl=v["corr_within_path_spearman"]["dkl"]["median"],
+                ratio_at_ms_kl=v["bunching_at_ms_kl"]["ratio_at_max_slope"]["median"],
+                busiest_within_window=v["bunching_at_ms_kl"]["busiest_within_window"],
+                busiest_within_window_chance=v["bunching_at_ms_kl"]["busiest_within_window_chance"],
+            )
+            for k, v in kinds.items()
+        }
+    )
 
 
 def flip_counts(
@@ -142,8 +228,12 @@ def analyse(c: dict[str, np.ndarray], cfg: BoundariesConfig, dist: np.ndarray) -
         "corr_pooled": pooled,
         "corr_within_path_spearman": within_path,
         "corr_per_layer_spearman_dkl": per_layer,
-        "bunching_at_ms_l2": bunching(total, ms_l2, cfg.window, cfg.align, cfg.seed),
-        "bunching_at_ms_kl": bunching(total, ms_kl, cfg.window, cfg.align, cfg.seed + 1),
+        "bunching_at_ms_l2": bunching(
+            total, ms_l2, cfg.window, cfg.align, seed_for(cfg.seed, "boundaries.bunching_l2")
+        ),
+        "bunching_at_ms_kl": bunching(
+            total, ms_kl, cfg.window, cfg.align, seed_for(cfg.seed, "boundaries.bunching_kl")
+        ),
         "ms_at_last_step_fraction": {
             "l2": float((ms_l2 == S - 1).mean()),
             "kl": float((ms_kl == S - 1).mean()),
@@ -161,18 +251,17 @@ def analyse(c: dict[str, np.ndarray], cfg: BoundariesConfig, dist: np.ndarray) -
     return doc, arrays
 
 
-def run(cfg: BoundariesConfig, env: StudyEnv | None = None) -> dict:
+def run(cfg: BoundariesConfig, env: StudyEnv | None = None) -> BoundariesResult:
     env = env or load_env(cfg.track)
     tr, eng = env.track, env.eng
-    if cfg.n_steps < 3:
-        raise ConfigError("need at least 3 steps", field="n_steps")
     ctx_t, ctx_a, held = tr.tokens("context"), tr.acts("context"), tr.acts("heldout")
-    g = torch.Generator().manual_seed(cfg.seed)
+    g = generator(cfg.seed, "boundaries.paths")
     idx = torch.randperm(len(ctx_a), generator=g)[: cfg.n_paths]
     n = len(idx)
+    stats = ActivationStats.fit(tr.acts("public"))
     targets = {
         "real": held[torch.randperm(len(held), generator=g)[:n]],
-        "random": gaussian_like(ActivationStats.fit(tr.acts("public")), n, cfg.seed + 2),
+        "random": gaussian_like(stats, n, seed_for(cfg.seed, "boundaries.random_points")),
     }
     kinds, arrays = {}, {}
     for kind, t in targets.items():
@@ -191,10 +280,10 @@ def run(cfg: BoundariesConfig, env: StudyEnv | None = None) -> dict:
         "first_mlp_layer": int(eng.start),
         "kinds": kinds,
     }
-    return finish(env, cfg, NAME, doc, arrays, plot=plot)
+    return finish(env, cfg, NAME, BoundariesResult, headline(kinds), doc, arrays, plot=plot)
 
 
-def plot(doc: dict, arrays: dict, path: Path) -> Path:
+def plot(res: BoundariesResult, path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -202,6 +291,7 @@ def plot(doc: dict, arrays: dict, path: Path) -> Path:
 
     from challenge.plots import save_figure
 
+    doc, arrays = res.detail, res.arrays
     fig, axes = plt.subplots(1, 4, figsize=(19, 4.2))
     cols = {"real": "C0", "random": "C3"}
     for kind, col in cols.items():
@@ -234,5 +324,5 @@ def plot(doc: dict, arrays: dict, path: Path) -> Path:
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(f"Study 4: MLP gate boundaries along paths ({doc['track']['id']})", fontsize=10)
+    fig.suptitle(f"Study 4: MLP gate boundaries along paths ({res.track.id})", fontsize=10)
     return save_figure(fig, path, dpi=100)

@@ -24,16 +24,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
-import torch
+from jaxtyping import Float, Int
+from torch import Tensor
 
 from challenge import metrics as M
+from challenge.activations import capture
 from challenge.directions import ActivationStats, cov_random_mixture
 from challenge.engine import EngineConfig, PerturbationEngine
 from challenge.errors import ConfigError
 from challenge.paths import linear_path
-from challenge.studies import StudyEnv, finish, load_env, same_length, trace
+from challenge.results import Result
+from challenge.rng import seed_for
+from challenge.schemas import JSON_CONFIG
+from challenge.studies._common import StudyEnv, finish, load_env, require, same_length, trace
 
 NAME = "layers"
 
@@ -42,14 +48,18 @@ NAME = "layers"
 class LayersConfig:
     """Study 2: the stable-regions protocol (P2) at every layer, along the same prompt pairs."""
 
+    __pydantic_config__ = JSON_CONFIG
+
     track: str = "smollm2-135m-l1"
     """registered track id or a track directory (its model, prompts and read hook are used)"""
     n_pairs: int = 32
     """adjacent context-prompt pairs (i, i+1)"""
     n_steps: int = 41
+    """points along each interpolation, endpoints included (>= 2)"""
     layers: tuple[int, ...] = ()
     """write layers (blocks.L.hook_resid_pre); empty = every layer_stride-th layer"""
     layer_stride: int = 1
+    """with no layers given: every layer_stride-th layer from 0 (>= 1)"""
     control: bool = True
     """also run a cov-random-mixture direction of the same length at each layer"""
     n_stats: int = 1000
@@ -57,8 +67,76 @@ class LayersConfig:
     steep_factor: float = 3.0
     """a steep step rises by more than steep_factor / (S - 1) of the normalised L2 curve"""
     seed: int = 0
+    """run seed: the control directions (stream layers.control, indexed by layer)"""
     out: Path = Path("runs/studies")
+    """folder of layers.{json,npz,png}"""
     plot: bool = True
+    """also draw layers.png"""
+
+    def __post_init__(self):
+        require(bool(self.track), "track", "a track id or directory is needed")
+        require(self.n_pairs >= 1, "n_pairs", f"must be >= 1, got {self.n_pairs}")
+        require(self.n_steps >= 2, "n_steps", f"must be >= 2, got {self.n_steps}")
+        neg = [L for L in self.layers if L < 0]
+        require(not neg, "layers", f"layers must be >= 0, got {neg}")
+        require(self.layer_stride >= 1, "layer_stride", f"must be >= 1, got {self.layer_stride}")
+        require(
+            not self.control or self.n_stats >= 2, "n_stats", f"must be >= 2, got {self.n_stats}"
+        )
+        require(self.steep_factor > 0, "steep_factor", f"must be > 0, got {self.steep_factor}")
+        require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+
+
+@dataclass
+class LayerMedians:
+    """Medians over the real pairs at one write layer."""
+
+    __pydantic_config__ = JSON_CONFIG
+
+    sharpness_l2: float | None
+    """P2 sharpness of the L2 curves"""
+    sharpness_kl: float | None
+    """P2 sharpness of the KL curves"""
+    crossings: float | None
+    """boundary crossings (top-1 changes or steep runs) per path"""
+
+
+@dataclass
+class LayersHeadline:
+    """Study 2's numbers to cite."""
+
+    __pydantic_config__ = JSON_CONFIG
+
+    verdict: str
+    """one-line reading of the real-pair trends with depth (:func:`verdict`)"""
+    per_layer_real_median: dict[int, LayerMedians]
+    """per write layer, medians over the real pairs"""
+
+
+@dataclass
+class LayersResult(Result):
+    """Study 2's result; ``detail`` holds ``per_layer``, ``trends``, ``verdict``, ``engines``."""
+
+    __pydantic_config__ = JSON_CONFIG
+
+    kind: Literal["layers"]
+    config: LayersConfig
+    headline: LayersHeadline
+
+
+def headline(doc: dict) -> LayersHeadline:
+    """The numbers to cite from the study's document."""
+    return LayersHeadline(
+        verdict=doc["verdict"],
+        per_layer_real_median={
+            r["layer"]: LayerMedians(
+                sharpness_l2=r["real"]["sharpness_l2"]["median"],
+                sharpness_kl=r["real"]["sharpness_kl"]["median"],
+                crossings=r["real"]["crossings"]["median"],
+            )
+            for r in doc["per_layer"]
+        },
+    )
 
 
 def crossings(curves, steep_factor: float) -> dict[str, np.ndarray]:
@@ -79,27 +157,21 @@ def crossings(curves, steep_factor: float) -> dict[str, np.ndarray]:
     }
 
 
-@torch.no_grad()
-def resid_pre_all(model, tokens: torch.Tensor, layers: list[int], batch: int = 128) -> dict:
+def resid_pre_all(
+    model, tokens: Int[Tensor, "n pos"], layers: list[int], batch: int = 128
+) -> dict[int, Float[Tensor, "n d_model"]]:
     """Clean ``blocks.L.hook_resid_pre`` at the last position for several layers in one pass
-    per batch (for the control's covariance; no perturbation)."""
+    per batch (for the control's covariance; no perturbation), on the CPU."""
     names = {f"blocks.{L}.hook_resid_pre": L for L in layers}
-    out = {L: [] for L in layers}
-    stop = max(layers) + 1
-    for i in range(0, len(tokens), batch):
-        _, cache = model.run_with_cache(
-            tokens[i : i + batch], names_filter=lambda n: n in names, stop_at_layer=stop
-        )
-        for n, L in names.items():
-            out[L].append(cache[n][:, -1].float().cpu())
-    return {L: torch.cat(v) for L, v in out.items()}
+    acts = capture(model, tokens, list(names), positions="last", batch_size=batch, device="cpu")
+    return {L: acts[n] for n, L in names.items()}
 
 
-def run(cfg: LayersConfig, env: StudyEnv | None = None) -> dict:
+def run(cfg: LayersConfig, env: StudyEnv | None = None) -> LayersResult:
     env = env or load_env(cfg.track)
     tr, model = env.track, env.lm.model
     n_layers = model.cfg.n_layers
-    layers = list(cfg.layers) or list(range(0, n_layers, max(1, cfg.layer_stride)))
+    layers = list(cfg.layers) or list(range(0, n_layers, cfg.layer_stride))
     bad = [L for L in layers if not 0 <= L < n_layers]
     if bad:
         raise ConfigError(f"layers {bad} outside 0..{n_layers - 1}", field="layers")
@@ -126,7 +198,8 @@ def run(cfg: LayersConfig, env: StudyEnv | None = None) -> dict:
         dist = (b - a).norm(dim=-1)
         targets = {"real": b}
         if cfg.control:
-            d = cov_random_mixture(ActivationStats.fit(stats_acts[L]), n, cfg.seed + L)
+            seed = seed_for(cfg.seed, "layers.control", index=L)
+            d = cov_random_mixture(ActivationStats.fit(stats_acts[L]), n, seed)
             targets["random"] = a + same_length(d, dist)
         row = {
             "layer": L,
@@ -182,7 +255,7 @@ def run(cfg: LayersConfig, env: StudyEnv | None = None) -> dict:
         "verdict": verdict(trends["real"]),
         "engines": {str(L): e for L, e in engines.items()},
     }
-    return finish(env, cfg, NAME, doc, arrays, plot=plot)
+    return finish(env, cfg, NAME, LayersResult, headline(doc), doc, arrays, plot=plot)
 
 
 def verdict(t: dict) -> str:
@@ -212,7 +285,7 @@ def verdict(t: dict) -> str:
     return s
 
 
-def plot(doc: dict, arrays: dict, path: Path) -> Path:
+def plot(res: LayersResult, path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -220,6 +293,7 @@ def plot(doc: dict, arrays: dict, path: Path) -> Path:
 
     from challenge.plots import save_figure
 
+    doc, arrays = res.detail, res.arrays
     layers = np.asarray(doc["layers"])
     groups = [g for g in ("real", "random") if f"{g}_sharpness_l2" in arrays]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
@@ -257,7 +331,7 @@ def plot(doc: dict, arrays: dict, path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.suptitle(
-        f"Study 2: stable regions through layers ({doc['track']['id']}, {doc['n_pairs']} pairs): "
+        f"Study 2: stable regions through layers ({res.track.id}, {doc['n_pairs']} pairs): "
         f"{doc['verdict']}",
         fontsize=9,
     )

@@ -41,6 +41,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -48,12 +49,15 @@ import torch
 from challenge import metrics as M
 from challenge.errors import ConfigError
 from challenge.paths import linear_path
-from challenge.studies import (
+from challenge.results import Result
+from challenge.schemas import JSON_CONFIG
+from challenge.studies._common import (
     StudyEnv,
-    _js_rows,
     clean_logp,
     finish,
+    js_rows,
     load_env,
+    require,
     trace,
     write_point_acts,
 )
@@ -65,6 +69,8 @@ NAME = "output_states"
 class OutputStatesConfig:
     """Study 1: k-means output states of templated prompts vs plateaus of interpolations."""
 
+    __pydantic_config__ = JSON_CONFIG
+
     track: str = "smollm2-135m-l1"
     """registered track id or a track directory (its model, write and read hooks are used)"""
     families: tuple[str, ...] = ("person_adjective", "object_color", "city_weather")
@@ -72,19 +78,125 @@ class OutputStatesConfig:
     cut_at_last_slot: bool = True
     """cut prompts after the last slot, so the varying word is the last token"""
     k_min: int = 2
+    """smallest number of k-means clusters tried (>= 2)"""
     k_max: int = 12
+    """largest number of k-means clusters tried (capped at the number of prompts - 1)"""
     top_tokens: int = 20
     """each prompt's top tokens whose union spans the Hellinger embedding"""
     n_pairs: int = 80
     """pairs per group (same cluster, different cluster) per family"""
     n_steps: int = 41
+    """points along each interpolation, endpoints included (>= 2)"""
     jump_concentration: float = 3.0
     """a jump: one step moves the output >= this many times the mean step (in sqrt(JS))"""
     jump_js: float = 1e-3
     """... and changes the distribution by JS >= this (nats; ln 2 = 0.69)"""
     seed: int = 0
+    """run seed: k-means, the Gaussian silhouette null and the pair draws"""
     out: Path = Path("runs/studies")
+    """folder of output_states.{json,npz,png}"""
     plot: bool = True
+    """also draw output_states.png"""
+
+    def __post_init__(self):
+        from challenge.prompts import TEMPLATE_FAMILIES
+
+        require(bool(self.track), "track", "a track id or directory is needed")
+        require(len(self.families) > 0, "families", "at least one family is needed")
+        unknown = [f for f in self.families if f not in TEMPLATE_FAMILIES]
+        require(
+            not unknown, "families", f"unknown families {unknown}; known: {list(TEMPLATE_FAMILIES)}"
+        )
+        require(self.k_min >= 2, "k_min", f"must be >= 2, got {self.k_min}")
+        require(
+            self.k_max >= self.k_min, "k_max", f"must be >= k_min {self.k_min}, got {self.k_max}"
+        )
+        require(self.top_tokens >= 1, "top_tokens", f"must be >= 1, got {self.top_tokens}")
+        require(self.n_pairs >= 1, "n_pairs", f"must be >= 1, got {self.n_pairs}")
+        require(self.n_steps >= 2, "n_steps", f"must be >= 2, got {self.n_steps}")
+        require(self.jump_concentration > 0, "jump_concentration", "must be > 0")
+        require(self.jump_js >= 0, "jump_js", f"must be >= 0, got {self.jump_js}")
+        require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+
+
+@dataclass
+class Agreement:
+    """How well the prediction "different cluster" matches an observed outcome (:func:`agreement`)."""
+
+    __pydantic_config__ = JSON_CONFIG
+
+    accuracy: float
+    """fraction of pairs where prediction and outcome agree"""
+    balanced_accuracy: float | None
+    """mean recall of both classes (None when only one class was drawn)"""
+    cohen_kappa: float | None
+    """agreement beyond chance (None when only one class was drawn)"""
+    n: int
+    """pairs"""
+    roc_auc_concentration: float | None
+    """threshold-free ROC AUC of the concentration for the prediction"""
+    roc_auc_max_step_js: float | None
+    """ROC AUC of the largest consecutive-step JS for the prediction"""
+
+
+@dataclass
+class FamilyHeadline:
+    """One family's numbers to cite."""
+
+    __pydantic_config__ = JSON_CONFIG
+
+    k: int
+    """the number of output states (k with the largest silhouette)"""
+    silhouette: float
+    """silhouette of the chosen k"""
+    silhouette_gaussian_null: float
+    """silhouette of k-means with the same k on a Gaussian of the same mean / covariance"""
+    fraction_jump_same: float | None
+    """fraction of same-cluster pairs whose path jumps"""
+    fraction_jump_different: float | None
+    """fraction of different-cluster pairs whose path jumps"""
+    agreement_jump: Agreement
+    """prediction "different cluster" vs outcome "the path jumps" """
+    agreement_state_change: float
+    """accuracy of "different cluster" vs "the nearest-centroid state changes on the path" """
+
+
+@dataclass
+class OutputStatesHeadline:
+    """Study 1's numbers to cite, per family."""
+
+    __pydantic_config__ = JSON_CONFIG
+
+    families: dict[str, FamilyHeadline]
+
+
+@dataclass
+class OutputStatesResult(Result):
+    """Study 1's result; ``detail`` holds ``families`` (per-family documents) and ``pooled``."""
+
+    __pydantic_config__ = JSON_CONFIG
+
+    kind: Literal["output_states"]
+    config: OutputStatesConfig
+    headline: OutputStatesHeadline
+
+
+def headline(families: list[dict]) -> OutputStatesHeadline:
+    """The numbers to cite from the per-family documents."""
+    return OutputStatesHeadline(
+        {
+            f["family"]: FamilyHeadline(
+                k=f["k"],
+                silhouette=f["silhouette"][str(f["k"])],
+                silhouette_gaussian_null=f["silhouette_gaussian_null"],
+                fraction_jump_same=f["groups"]["same"]["fraction_jump"],
+                fraction_jump_different=f["groups"]["different"]["fraction_jump"],
+                agreement_jump=Agreement(**f["agreement_jump"]),
+                agreement_state_change=f["agreement_state_change"]["accuracy"],
+            )
+            for f in families
+        }
+    )
 
 
 @dataclass
@@ -263,8 +375,8 @@ def run_family(env: StudyEnv, cfg: OutputStatesConfig, family: str) -> tuple[dic
     with torch.no_grad():
         lg = eng.forward(fp.tokens[a], acts[b][:, None, :])["logits"][:, 0]
         lp_end = torch.log_softmax(lg.float(), -1)
-    js_ab = _js_rows(logp[a], logp[b]).numpy()
-    js_end_b = _js_rows(lp_end, logp[b]).numpy()
+    js_ab = js_rows(logp[a], logp[b]).numpy()
+    js_end_b = js_rows(lp_end, logp[b]).numpy()
     fidelity = 1 - np.divide(js_end_b, js_ab, out=np.zeros_like(js_ab), where=js_ab > 0)
     conc = concentration(tr["step_js"])
     jump = (conc >= cfg.jump_concentration) & (max_step >= cfg.jump_js)
@@ -320,7 +432,7 @@ def run_family(env: StudyEnv, cfg: OutputStatesConfig, family: str) -> tuple[dic
     return doc, arrays
 
 
-def plot(doc: dict, arrays: dict, path: Path) -> Path:
+def plot(res: OutputStatesResult, path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -328,6 +440,7 @@ def plot(doc: dict, arrays: dict, path: Path) -> Path:
 
     from challenge.plots import save_figure
 
+    doc, arrays, cfg = res.detail, res.arrays, res.config
     fams = [f["family"] for f in doc["families"]]
     fig, axes = plt.subplots(2, len(fams) + 1, figsize=(4.2 * (len(fams) + 1), 7), squeeze=False)
     ax = axes[0, 0]
@@ -372,19 +485,19 @@ def plot(doc: dict, arrays: dict, path: Path) -> Path:
         ax.grid(alpha=0.3)
         ax = axes[1, c]
         ms = np.nan_to_num(ms, nan=0.0)
-        hi = max(float(ms.max()), doc["config"]["jump_concentration"] * 1.1)
+        hi = max(float(ms.max()), cfg.jump_concentration * 1.1)
         edges = np.linspace(0, hi, 31)
         for gi, (g, col) in enumerate((("same", "C0"), ("different", "C3"))):
             ax.hist(ms[grp == gi], bins=edges, color=col, alpha=0.5, label=g)
-        ax.axvline(doc["config"]["jump_concentration"], color="k", ls="--", lw=0.8)
+        ax.axvline(cfg.jump_concentration, color="k", ls="--", lw=0.8)
         ax.set_xlabel("concentration: max / mean step of sqrt(JS)")
         ax.set_ylabel("pairs")
         ax.legend(fontsize=7)
-    fig.suptitle(f"Study 1: output states vs plateaus ({doc['track']['id']})", fontsize=10)
+    fig.suptitle(f"Study 1: output states vs plateaus ({res.track.id})", fontsize=10)
     return save_figure(fig, path, dpi=100)
 
 
-def run(cfg: OutputStatesConfig, env: StudyEnv | None = None) -> dict:
+def run(cfg: OutputStatesConfig, env: StudyEnv | None = None) -> OutputStatesResult:
     env = env or load_env(cfg.track)
     fams, arrays = [], {}
     for fam in cfg.families:
@@ -407,4 +520,4 @@ def run(cfg: OutputStatesConfig, env: StudyEnv | None = None) -> dict:
             },
         },
     }
-    return finish(env, cfg, NAME, doc, arrays, plot=plot)
+    return finish(env, cfg, NAME, OutputStatesResult, headline(fams), doc, arrays, plot=plot)

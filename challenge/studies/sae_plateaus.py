@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -45,7 +46,10 @@ from challenge import metrics as M
 from challenge.directions import ActivationStats, cov_random_mixture, gaussian_like, isotropic
 from challenge.errors import ConfigError
 from challenge.paths import linear_path, ray_path
-from challenge.studies import StudyEnv, finish, load_env, same_length, trace
+from challenge.results import Result
+from challenge.rng import generator, seed_for
+from challenge.schemas import JSON_CONFIG
+from challenge.studies._common import StudyEnv, finish, load_env, require, same_length, trace
 
 NAME = "sae_plateaus"
 
@@ -53,6 +57,8 @@ NAME = "sae_plateaus"
 @dataclass
 class SAEPlateausConfig:
     """Study 5: SAE reconstructions vs plateaus; where real activations sit in their plateau."""
+
+    __pydantic_config__ = JSON_CONFIG
 
     track: str = "smollm2-135m-l1"
     """registered track id or a track directory"""
@@ -65,21 +71,86 @@ class SAEPlateausConfig:
     n_recon: int = 64
     """A: context activations whose reconstruction step is probed"""
     recon_steps: int = 21
+    """A: points along each reconstruction step, endpoints included (>= 2)"""
     n_paths: int = 32
     """B: real-to-real paths"""
     path_steps: int = 41
+    """B: points along each real-to-real path, endpoints included (>= 2)"""
     n_points: int = 24
     """C: points per kind (real, SAE reconstruction, N(mu, Sigma))"""
     n_dirs: int = 6
     """C: directions per point (each probed both ways)"""
     ray_steps: int = 21
+    """C: lengths along each ray, 0 and the largest included (>= 2)"""
     edge_kl: float = 0.1
     """KL (nats) that marks a plateau's edge"""
     shift_frac: float = 0.5
     """C: real points are shifted along each direction by this x their median edge distance"""
     seed: int = 0
+    """run seed: every draw of parts A, B, C (streams sae_plateaus.*)"""
     out: Path = Path("runs/studies")
+    """folder of sae_plateaus.{json,npz,png}"""
     plot: bool = True
+    """also draw sae_plateaus.png"""
+
+    def __post_init__(self):
+        require(bool(self.track), "track", "a track id or directory is needed")
+        for f in ("n_recon", "n_paths", "n_points", "n_dirs"):
+            v = getattr(self, f)
+            require(v >= 1, f, f"must be >= 1, got {v}")
+        for f in ("recon_steps", "path_steps", "ray_steps"):
+            v = getattr(self, f)
+            require(v >= 2, f, f"must be >= 2, got {v}")
+        require(self.edge_kl > 0, "edge_kl", f"must be > 0, got {self.edge_kl}")
+        require(self.shift_frac > 0, "shift_frac", f"must be > 0, got {self.shift_frac}")
+        require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+
+
+@dataclass
+class SAEPlateausHeadline:
+    """Study 5's numbers to cite, keyed by SAE slot (``sae``, ``e2e``) or point kind."""
+
+    __pydantic_config__ = JSON_CONFIG
+
+    kl_end_ratio_to_controls: dict[str, dict[str, float | None]]
+    """A: median KL of the step x -> SAE(x) over that of same-length steps toward a real
+    activation / a cov-random-mixture / an isotropic direction, per SAE"""
+    top1_agreement_on_plateau: dict[str, float | None]
+    """B: fraction of on-plateau path points whose reconstruction keeps the top-1 token, per SAE"""
+    top1_agreement_near_boundary: dict[str, float]
+    """B: the same within 2 steps of the path's max-slope step, per SAE"""
+    centredness_median: dict[str, float | None]
+    """C: median centredness (1 = centre, 0 = edge) per point kind (real, SAEs, gaussian)"""
+    anchoring_median: float | None
+    """C: median anchoring of the real points' edges (1 = fixed in space, 0 = move along)"""
+
+
+@dataclass
+class SAEPlateausResult(Result):
+    """Study 5's result; ``detail`` holds ``A_reconstruction_step``, ``B_plateau_consistency``,
+    ``C_centre_vs_edge`` and the SAEs' descriptions."""
+
+    __pydantic_config__ = JSON_CONFIG
+
+    kind: Literal["sae_plateaus"]
+    config: SAEPlateausConfig
+    headline: SAEPlateausHeadline
+
+
+def headline(a: dict, b: dict, c: dict) -> SAEPlateausHeadline:
+    """The numbers to cite from parts A, B and C."""
+    saes = [s for s in b if s != "n_paths"]
+    return SAEPlateausHeadline(
+        kl_end_ratio_to_controls={s: a[s]["kl_end_ratio_to_controls"] for s in a},
+        top1_agreement_on_plateau={s: b[s]["top1_agreement_on_plateau"] for s in saes},
+        top1_agreement_near_boundary={s: b[s]["top1_agreement_near_boundary"] for s in saes},
+        centredness_median={
+            k: v["centredness"]["median"]
+            for k, v in c.items()
+            if isinstance(v, dict) and "centredness" in v
+        },
+        anchoring_median=c["anchoring"]["anchoring_all"]["median"],
+    )
 
 
 def get_saes(env: StudyEnv, cfg: SAEPlateausConfig) -> dict:
@@ -129,11 +200,13 @@ def edge_distance(
 
 def part_a(env, cfg, saes, stats) -> tuple[dict, dict]:
     tr, eng = env.track, env.eng
-    g = torch.Generator().manual_seed(cfg.seed)
+    g = generator(cfg.seed, "sae_plateaus.recon")
     ctx_t, ctx_a, held = tr.tokens("context"), tr.acts("context"), tr.acts("heldout")
     idx = torch.randperm(len(ctx_a), generator=g)[: cfg.n_recon]
     x, toks = ctx_a[idx], ctx_t[idx]
     out, arrays = {}, {}
+    s_random = seed_for(cfg.seed, "sae_plateaus.random")
+    s_iso = seed_for(cfg.seed, "sae_plateaus.isotropic")
     for name, sae in saes.items():
         r = reconstruct(sae, x)
         length = (r - x).norm(dim=-1)
@@ -141,8 +214,8 @@ def part_a(env, cfg, saes, stats) -> tuple[dict, dict]:
             name: r,
             "real": x
             + same_length(held[torch.randperm(len(held), generator=g)[: len(x)]] - x, length),
-            "random": x + same_length(cov_random_mixture(stats, len(x), cfg.seed + 3), length),
-            "isotropic": x + same_length(isotropic(len(x), x.shape[1], cfg.seed + 4), length),
+            "random": x + same_length(cov_random_mixture(stats, len(x), s_random), length),
+            "isotropic": x + same_length(isotropic(len(x), x.shape[1], s_iso), length),
         }
         res = {"recon_distance": M.summarise(length.numpy()),
                "recon_relative_error": M.summarise((length / x.norm(dim=-1)).numpy())}  # fmt: skip
@@ -166,7 +239,7 @@ def part_a(env, cfg, saes, stats) -> tuple[dict, dict]:
 
 def part_b(env, cfg, saes) -> tuple[dict, dict]:
     tr, eng = env.track, env.eng
-    g = torch.Generator().manual_seed(cfg.seed + 10)
+    g = generator(cfg.seed, "sae_plateaus.paths")
     ctx_t, ctx_a, held = tr.tokens("context"), tr.acts("context"), tr.acts("heldout")
     idx = torch.randperm(len(ctx_a), generator=g)[: cfg.n_paths]
     tgt = held[torch.randperm(len(held), generator=g)[: len(idx)]]
@@ -228,7 +301,7 @@ def part_b(env, cfg, saes) -> tuple[dict, dict]:
 
 def part_c(env, cfg, saes, stats) -> tuple[dict, dict]:
     tr, eng = env.track, env.eng
-    g = torch.Generator().manual_seed(cfg.seed + 20)
+    g = generator(cfg.seed, "sae_plateaus.points")
     ctx_t, ctx_a, pub = tr.tokens("context"), tr.acts("context"), tr.acts("public")
     idx = torch.randperm(len(ctx_a), generator=g)[: cfg.n_points]
     toks, x = ctx_t[idx], ctx_a[idx]
@@ -236,12 +309,13 @@ def part_c(env, cfg, saes, stats) -> tuple[dict, dict]:
     points = {"real": x}
     for name, sae in saes.items():
         points[name] = reconstruct(sae, x)
-    points["gaussian"] = gaussian_like(stats, n, cfg.seed + 21)
+    points["gaussian"] = gaussian_like(stats, n, seed_for(cfg.seed, "sae_plateaus.gaussian"))
     # directions: half real-mixture (difference of two public activations), half isotropic
     n_mix = cfg.n_dirs // 2
     i1 = torch.randint(len(pub), (n_mix,), generator=g)
     i2 = torch.randint(len(pub), (n_mix,), generator=g)
-    dirs = torch.cat([pub[i1] - pub[i2], isotropic(cfg.n_dirs - n_mix, x.shape[1], cfg.seed + 22)])
+    iso = isotropic(cfg.n_dirs - n_mix, x.shape[1], seed_for(cfg.seed, "sae_plateaus.directions"))
+    dirs = torch.cat([pub[i1] - pub[i2], iso])
     dirs = dirs / dirs.norm(dim=-1, keepdim=True)
     dir_kind = np.array(["real_mixture"] * n_mix + ["isotropic"] * (cfg.n_dirs - n_mix))
     max_len = float(tr.units["write_distance_median"])
@@ -312,7 +386,7 @@ def part_c(env, cfg, saes, stats) -> tuple[dict, dict]:
     return out, arrays
 
 
-def run(cfg: SAEPlateausConfig, env: StudyEnv | None = None) -> dict:
+def run(cfg: SAEPlateausConfig, env: StudyEnv | None = None) -> SAEPlateausResult:
     from challenge.sae import describe, evaluate_sae
 
     env = env or load_env(cfg.track)
@@ -334,10 +408,12 @@ def run(cfg: SAEPlateausConfig, env: StudyEnv | None = None) -> dict:
         "B_plateau_consistency": b,
         "C_centre_vs_edge": c,
     }
-    return finish(env, cfg, NAME, doc, arr_a | arr_b | arr_c, plot=plot)
+    return finish(
+        env, cfg, NAME, SAEPlateausResult, headline(a, b, c), doc, arr_a | arr_b | arr_c, plot=plot
+    )
 
 
-def plot(doc: dict, arrays: dict, path: Path) -> Path:
+def plot(res: SAEPlateausResult, path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -345,6 +421,7 @@ def plot(doc: dict, arrays: dict, path: Path) -> Path:
 
     from challenge.plots import save_figure
 
+    doc, arrays, cfg = res.detail, res.arrays, res.config
     saes = list(doc["saes"])
     fig, axes = plt.subplots(1, 4, figsize=(19, 4.2))
     ax = axes[0]
@@ -374,7 +451,7 @@ def plot(doc: dict, arrays: dict, path: Path) -> Path:
         )
         ax.plot(x, np.median(arrays[f"B_{s}_kl_x_vs_recon"], 0), ls="--", color=f"C{i + 1}",
                 label=f"KL(p(x_s) || p({s}(x_s)))")  # fmt: skip
-    ax.axhline(doc["config"]["edge_kl"], color="k", lw=0.7, ls=":")
+    ax.axhline(cfg.edge_kl, color="k", lw=0.7, ls=":")
     ax.set_yscale("symlog", linthresh=1e-2)
     ax.set_xlabel("alpha (real-to-real path)")
     ax.set_title("B: plateau consistency", fontsize=9)
@@ -390,11 +467,11 @@ def plot(doc: dict, arrays: dict, path: Path) -> Path:
     for i, k in enumerate(kinds):
         e = arrays[f"C_{k}_edge"].ravel()
         ax.hist(e, bins=20, alpha=0.45, color=f"C{i}", label=k)
-    ax.set_xlabel(f"edge distance (KL reaches {doc['config']['edge_kl']})")
+    ax.set_xlabel(f"edge distance (KL reaches {cfg.edge_kl})")
     ax.set_title("C: distance to the plateau edge along rays", fontsize=9)
     for ax in axes:
         ax.grid(alpha=0.3)
         if ax is not axes[2]:
             ax.legend(fontsize=7)
-    fig.suptitle(f"Study 5: SAEs and plateaus ({doc['track']['id']})", fontsize=10)
+    fig.suptitle(f"Study 5: SAEs and plateaus ({res.track.id})", fontsize=10)
     return save_figure(fig, path, dpi=100)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -32,12 +33,16 @@ from challenge import metrics as M
 from challenge.directions import ActivationStats, cov_random_mixture, isotropic
 from challenge.errors import ConfigError
 from challenge.paths import ray_path
-from challenge.studies import (
+from challenge.results import Result
+from challenge.rng import seed_for
+from challenge.schemas import JSON_CONFIG
+from challenge.studies._common import (
     StudyEnv,
     clean_logp,
     finish,
     js_to_reference,
     load_env,
+    require,
     trace,
     write_point_acts,
 )
@@ -51,6 +56,8 @@ KINDS = ("steer", "real", "random", "isotropic")
 class SteeringConfig:
     """Study 3: difference-of-means steering vs plateau perturbations of the same norm."""
 
+    __pydantic_config__ = JSON_CONFIG
+
     track: str = "smollm2-135m-l1"
     """registered track id or a track directory"""
     contrasts: tuple[str, ...] = (
@@ -61,13 +68,91 @@ class SteeringConfig:
     n_bases: int = 64
     """steered prompts per contrast (half class A, half class B), from the held-out half"""
     n_steps: int = 41
+    """coefficients from 0 to coef_max, both included (>= 2)"""
     coef_max: float | None = None
     """largest steering coefficient; None: median real-pair distance / |v|"""
     kl_threshold: float = 0.1
     """report the length at which the median KL first reaches this (nats), per direction"""
     seed: int = 0
+    """run seed: the fit / held-out split and base draws, and the random directions (streams
+    steering.random, steering.isotropic)"""
     out: Path = Path("runs/studies")
+    """folder of steering.{json,npz,png}"""
     plot: bool = True
+    """also draw steering.png"""
+
+    def __post_init__(self):
+        from challenge.prompts import TEMPLATE_FAMILIES
+
+        require(bool(self.track), "track", "a track id or directory is needed")
+        require(len(self.contrasts) > 0, "contrasts", "at least one contrast is needed")
+        for c in self.contrasts:
+            family = parse_contrast(c)[0]
+            require(family in TEMPLATE_FAMILIES, "contrasts", f"{c!r}: unknown family {family!r}")
+        require(self.n_bases >= 2, "n_bases", f"must be >= 2, got {self.n_bases}")
+        require(self.n_steps >= 2, "n_steps", f"must be >= 2, got {self.n_steps}")
+        require(
+            self.coef_max is None or self.coef_max > 0,
+            "coef_max",
+            f"must be > 0 or None, got {self.coef_max}",
+        )
+        require(self.kl_threshold > 0, "kl_threshold", f"must be > 0, got {self.kl_threshold}")
+        require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+
+
+@dataclass
+class DirectionHeadline:
+    """Medians over the bases of one direction kind's response curves."""
+
+    __pydantic_config__ = JSON_CONFIG
+
+    sharpness_kl: float | None
+    """P2 sharpness of the KL curve (1 = straight line)"""
+    concentration: float | None
+    """max / mean of sqrt(JS) between consecutive steps (1 = constant speed)"""
+    kl_end: float | None
+    """KL(p_0 || p_end) at the largest length (nats)"""
+    js_target_end: float | None
+    """JS to the other class's mean next-token distribution at the largest length (nats)"""
+
+
+@dataclass
+class SteeringHeadline:
+    """Study 3's numbers to cite: per contrast, per direction kind (steer, real, random,
+    isotropic)."""
+
+    __pydantic_config__ = JSON_CONFIG
+
+    contrasts: dict[str, dict[str, DirectionHeadline]]
+
+
+@dataclass
+class SteeringResult(Result):
+    """Study 3's result; ``detail["contrasts"]`` holds one document per contrast."""
+
+    __pydantic_config__ = JSON_CONFIG
+
+    kind: Literal["steering"]
+    config: SteeringConfig
+    headline: SteeringHeadline
+
+
+def headline(contrasts: list[dict]) -> SteeringHeadline:
+    """The numbers to cite from the per-contrast documents."""
+    return SteeringHeadline(
+        {
+            c["contrast"]: {
+                k: DirectionHeadline(
+                    sharpness_kl=v["sharpness_kl"]["median"],
+                    concentration=v["concentration"]["median"],
+                    kl_end=v["kl_end"]["median"],
+                    js_target_end=v["js_target_end"]["median"],
+                )
+                for k, v in c["directions"].items()
+            }
+            for c in contrasts
+        }
+    )
 
 
 def parse_contrast(s: str) -> tuple[str, str, str, str]:
@@ -140,8 +225,8 @@ def run_contrast(env: StudyEnv, cfg: SteeringConfig, contrast: str, stats: Activ
     dirs = {
         "steer": sign_t * v[None, :],
         "real": acts[ti] - x,
-        "random": cov_random_mixture(stats, n, cfg.seed + 1),
-        "isotropic": isotropic(n, x.shape[1], cfg.seed + 2),
+        "random": cov_random_mixture(stats, n, seed_for(cfg.seed, "steering.random")),
+        "isotropic": isotropic(n, x.shape[1], seed_for(cfg.seed, "steering.isotropic")),
     }
     target_ref = torch.stack([mean_p[cb] if s > 0 else mean_p[ca] for s in sign])
 
@@ -203,7 +288,7 @@ def run_contrast(env: StudyEnv, cfg: SteeringConfig, contrast: str, stats: Activ
     return doc, arrays
 
 
-def run(cfg: SteeringConfig, env: StudyEnv | None = None) -> dict:
+def run(cfg: SteeringConfig, env: StudyEnv | None = None) -> SteeringResult:
     env = env or load_env(cfg.track)
     stats = ActivationStats.fit(env.track.acts("public"))
     contrasts, arrays = [], {}
@@ -216,10 +301,10 @@ def run(cfg: SteeringConfig, env: StudyEnv | None = None) -> dict:
         "plateau perturbations (toward real activations) of the same norm?",
         "contrasts": contrasts,
     }
-    return finish(env, cfg, NAME, doc, arrays, plot=plot)
+    return finish(env, cfg, NAME, SteeringResult, headline(contrasts), doc, arrays, plot=plot)
 
 
-def plot(doc: dict, arrays: dict, path: Path) -> Path:
+def plot(res: SteeringResult, path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -227,7 +312,7 @@ def plot(doc: dict, arrays: dict, path: Path) -> Path:
 
     from challenge.plots import save_figure
 
-    cons = doc["contrasts"]
+    cons, arrays = res.detail["contrasts"], res.arrays
     fig, axes = plt.subplots(len(cons), 4, figsize=(18, 3.8 * len(cons)), squeeze=False)
     cols = dict(zip(KINDS, ("C2", "C0", "C3", "C7"), strict=True))
     for r, con in enumerate(cons):
@@ -260,7 +345,5 @@ def plot(doc: dict, arrays: dict, path: Path) -> Path:
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
         axes[r, 0].set_title(con["contrast"], fontsize=9)
-    fig.suptitle(
-        f"Study 3: steering vs same-norm perturbations ({doc['track']['id']})", fontsize=10
-    )
+    fig.suptitle(f"Study 3: steering vs same-norm perturbations ({res.track.id})", fontsize=10)
     return save_figure(fig, path, dpi=100)

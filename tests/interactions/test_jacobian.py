@@ -9,7 +9,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from challenge.interactions.dictionaries import DictConfig, TopKSAE  # noqa: E402
+from challenge.interactions.dictionaries import new_dictionary  # noqa: E402
 from challenge.interactions.jacobian import (  # noqa: E402
     MLPWeights,
     active_jacobian,
@@ -28,22 +28,36 @@ LAYER = 6
 
 
 @pytest.fixture(scope="module")
-def lm():
+def lm(smollm):
     torch.set_num_threads(1)
-    from challenge.models import load_model
-
-    return load_model("smollm2-135m", device="cpu")
+    return smollm
 
 
 @pytest.fixture(scope="module")
-def acts(lm):
-    wins = text_windows(lm.tokenizer, 6, 96, seed=0)
+def prompts(tiny_track):
+    return tiny_track.spec.prompts
+
+
+@pytest.fixture(scope="module")
+def acts(lm, prompts):
+    wins = text_windows(prompts, lm.tokenizer, 6, 96, seed=0)
     return cache_inputs(lm.model, wins, [LAYER])[LAYER]
 
 
-def test_mlp_weights_reproduce_model_mlp(lm, acts):
+def test_inputs_are_the_hook_after_the_first_position(lm, prompts, acts):
+    wins = text_windows(prompts, lm.tokenizer, 6, 96, seed=0)
+    assert wins.shape == (6, 96) and acts.shape == (6 * 95, 576)
+    # an independent reference: the cached forward, 8 windows a batch as cache_inputs runs them
     _, cache = lm.model.run_with_cache(
-        text_windows(lm.tokenizer, 1, 32, seed=1),
+        wins, names_filter=f"blocks.{LAYER}.ln2.hook_normalized", stop_at_layer=LAYER + 1
+    )
+    ref = cache[f"blocks.{LAYER}.ln2.hook_normalized"][:, 1:].reshape(-1, 576)
+    assert torch.equal(acts, ref)
+
+
+def test_mlp_weights_reproduce_model_mlp(lm, prompts):
+    _, cache = lm.model.run_with_cache(
+        text_windows(prompts, lm.tokenizer, 1, 32, seed=1),
         names_filter=lambda n: (
             n in (f"blocks.{LAYER}.ln2.hook_normalized", f"blocks.{LAYER}.hook_mlp_out")
         ),
@@ -57,15 +71,15 @@ def test_mlp_weights_reproduce_model_mlp(lm, acts):
 def test_active_jacobian_matches_dense_autograd(lm, acts):
     torch.manual_seed(0)
     mlp = MLPWeights.from_model(lm.model, LAYER, s_x=1.0, s_y=1.3)
-    sae_in = TopKSAE(DictConfig(576, 384, 12), seed=0)
-    sae_out = TopKSAE(DictConfig(576, 384, 12), seed=1)
+    sae_in = new_dictionary(576, 384, 12, torch.Generator().manual_seed(0))
+    sae_out = new_dictionary(576, 384, 12, torch.Generator().manual_seed(1))
     with torch.no_grad():
         sae_in.b_enc.add_(0.05 * torch.randn(384))
         sae_out.b_dec.copy_(0.1 * torch.randn(576))
     x = acts[:12]
-    vals, idx = sae_in.encode(x)
+    vals, idx = sae_in.encode_topk(x)
     jo = active_jacobian(sae_in, sae_out, mlp, vals, idx)
-    Jd = dense_jacobian(sae_in, sae_out, mlp, sae_in.to_dense(vals, idx))
+    Jd = dense_jacobian(sae_in, sae_out, mlp, sae_in.dense_codes(vals, idx))
     assert Jd.shape == (12, 384, 384)
     mask = (jo.vals_out > 0)[:, :, None] & (vals > 0)[:, None, :]
     Jr = restrict(Jd, jo.idx_out, idx) * mask
@@ -86,7 +100,7 @@ def test_penalty_reduces_nonzero_interactions(lm, acts):
         pair, _ = train_layer(lm.model, LAYER, acts, cfg, lam, seed=0)
         with torch.no_grad():
             x = acts / pair.mlp.s_x
-            v, i = pair.sae_in.encode(x)
+            v, i = pair.sae_in.encode_topk(x)
             jo = active_jacobian(pair.sae_in, pair.sae_out, pair.mlp, v, i)
         stats[lam] = interaction_stats(jo.J, jo.vals_out, thresholds=(0.01, 0.05))
     assert stats[1.0]["nnz@0.05"] < 0.7 * stats[0.0]["nnz@0.05"], stats

@@ -1,4 +1,4 @@
-"""Tiny end-to-end run of the interactions training command on two layers."""
+"""Tiny end-to-end run of the interactions training command on two layers of a track's model."""
 
 from __future__ import annotations
 
@@ -11,11 +11,19 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from challenge.errors import ConfigError  # noqa: E402
-from challenge.interactions.train import InteractionsConfig, load_pairs, main  # noqa: E402
+from challenge.interactions.train import (  # noqa: E402
+    InteractionsConfig,
+    InteractionsResult,
+    load_pairs,
+    main,
+    text_windows,
+)
+from challenge.prompts import PromptSpec  # noqa: E402
 
 
-def _cfg(tmp_path) -> InteractionsConfig:
+def _cfg(tmp_path, track_dir) -> InteractionsConfig:
     return InteractionsConfig(
+        track=str(track_dir),
         layers=(2, 3),
         lambdas=(0.0, 0.5),
         n_latents=128,
@@ -33,36 +41,80 @@ def _cfg(tmp_path) -> InteractionsConfig:
 
 
 def test_config_json_roundtrip(tmp_path):
-    cfg = _cfg(tmp_path)
+    cfg = _cfg(tmp_path, "some/track")
     assert InteractionsConfig.from_json(cfg.to_json()) == cfg
     with pytest.raises(ConfigError, match="unknown fields"):
         InteractionsConfig.from_json('{"nope": 1}')
 
 
-def test_tiny_run_writes_results(tmp_path):
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("lambdas", ()),
+        ("lambdas", (0.1, -1.0)),
+        ("layers", (-1,)),
+        ("k", 0),
+        ("k", 4096),
+        ("ctx", 1),
+        ("n_train_tokens", 10),
+        ("epochs", 0.0),
+        ("lr", -1.0),
+        ("jac_tokens", -1),
+        ("thresholds", ()),
+    ],
+)
+def test_config_refuses_bad_values(field, value):
+    with pytest.raises(ConfigError) as e:
+        InteractionsConfig(**{field: value})
+    assert e.value.field == field
+
+
+def test_text_windows_refuse_unbounded_stream_and_too_many(smollm):
+    with pytest.raises(ConfigError, match="max_chars"):
+        text_windows(PromptSpec(source="hf:some/dataset"), smollm.tokenizer, 4, 64, seed=0)
+    with pytest.raises(ConfigError, match="windows of"):
+        text_windows(PromptSpec(), smollm.tokenizer, 10**6, 64, seed=0)
+
+
+def test_tiny_run_writes_results(tmp_path, tiny_track_dir, smollm):
     torch.set_num_threads(1)
-    cfg = _cfg(tmp_path)
+    cfg = _cfg(tmp_path, tiny_track_dir)
     res = main(cfg)
     out = tmp_path / "run" / "results.json"
-    assert out.exists()
+    assert isinstance(res, InteractionsResult) and res.path == out and out.exists()
     disk = json.loads(out.read_text())
+    assert disk["kind"] == "interactions" and disk["track"]["id"] == "smollm2-135m-l1-tiny"
     assert disk["provenance"]["layers"] == [2, 3]
     assert disk["provenance"]["revision"] and disk["provenance"]["torch"]
-    assert set(disk["per_lambda"]) == {"lam0", "lam0.5"}
-    for ent in disk["per_lambda"].values():
+    per_lambda = disk["detail"]["per_lambda"]
+    assert set(per_lambda) == {"lam0", "lam0.5"} == set(disk["headline"]["per_lambda"])
+    for key, ent in per_lambda.items():
         for row in ent["layers"].values():
             assert 0 <= row["fvu_in"] < 2 and 0 <= row["fvu_out"] < 2
             assert row["nnz@0.01"] <= cfg.k
         assert ent["ce_spliced_chain"] > 0
-    assert disk["ce_clean"] == res["ce_clean"]
-    from challenge.models import load_model
+        head = res.headline.per_lambda[key]
+        assert head.fvu_chain == ent["mean"]["fvu_chain"]
+        assert head.nnz == {
+            "nnz@0.01": ent["mean"]["nnz@0.01"],
+            "nnz@0.05": ent["mean"]["nnz@0.05"],
+        }
+        assert head.ce_spliced_out == ent["ce_spliced_out"]
+    assert disk["detail"]["ce_clean"] == res.detail["ce_clean"] == res.headline.ce_clean
+    assert disk["headline"]["ce_clean"] == res.headline.ce_clean
 
-    pairs = load_pairs(tmp_path / "run", load_model("smollm2-135m", device="cpu").model, "lam0.5")
-    assert sorted(pairs) == [2, 3] and pairs[2].sae_in.cfg.n_latents == 128
+    pairs = load_pairs(tmp_path / "run", smollm.model, "lam0.5")
+    assert sorted(pairs) == [2, 3] and pairs[2].sae_in.n_latents == 128
+    assert pairs[2].sae_in.k == 4 and pairs[3].mlp.s_x == per_lambda["lam0.5"]["layers"]["3"]["s_x"]
+    # firing frequencies were measured on the training tokens: at most k of n latents per token
+    # (float32 log10 storage: relative error ~ ln(10) * 1e-6 per latent)
+    assert float(pairs[2].sae_in.firing_freq.sum()) <= 4 * (1 + 1e-5)
+    with pytest.raises(ConfigError, match="model"):
+        load_pairs(tmp_path / "run", smollm.model, "lam0.5", model_name="gpt2")
 
 
-def test_bad_layers_refused(tmp_path):
-    cfg = _cfg(tmp_path)
+def test_bad_layers_refused(tmp_path, tiny_track_dir):
+    cfg = _cfg(tmp_path, tiny_track_dir)
     cfg.layers = (99,)
     with pytest.raises(ConfigError, match="layers"):
         main(cfg)

@@ -1,9 +1,13 @@
 """Study 4 (MLP gate boundaries) on the tiny track."""
 
+import json
+from dataclasses import asdict
+
 import numpy as np
 import torch
 
 from challenge.paths import linear_path
+from challenge.schemas import validate
 from challenge.studies import make_env
 from challenge.studies.boundaries import BoundariesConfig, aligned_profile, flip_counts, run
 
@@ -30,11 +34,19 @@ def test_aligned_profile():
 
 def test_run(tiny_track, smollm, tmp_path):
     cfg = BoundariesConfig(track=str(tiny_track.path), n_paths=3, n_steps=7, align=2, out=tmp_path)
-    doc = run(cfg, env=make_env(tiny_track, smollm))
+    res = run(cfg, env=make_env(tiny_track, smollm))
+    validate(json.loads(res.path.read_text()), "boundaries_result")
+    assert res.path == tmp_path / "boundaries.json"
     for kind in ("real", "random"):
-        k = doc["kinds"][kind]
+        k = res.detail["kinds"][kind]
         assert (np.load(tmp_path / "boundaries.npz")[f"{kind}_flips_total"].sum(1) > 0).all()
         assert k["corr_pooled"]["dkl"]["n"] == 3 * 6
+        # the headline is read from the detail
+        h = res.headline.kinds[kind]
+        assert asdict(h.corr_pooled_dkl) == k["corr_pooled"]["dkl"]
+        assert h.ratio_at_ms_kl == k["bunching_at_ms_kl"]["ratio_at_max_slope"]["median"]
+        assert h.busiest_within_window == k["bunching_at_ms_kl"]["busiest_within_window"]
+        assert h.within_path_spearman_dkl == k["corr_within_path_spearman"]["dkl"]["median"]
     arr = np.load(tmp_path / "boundaries.npz")
     assert arr["real_flips_total"].shape == (3, 6)
     assert torch.as_tensor(arr["real_flips_layer_sum"]).shape == (3, smollm.cfg.n_layers - 1)

@@ -1,8 +1,11 @@
 """Study 2 (regions through layers) on the tiny track."""
 
+import json
+
 import numpy as np
 import pytest
 
+from challenge.schemas import validate
 from challenge.studies import make_env
 from challenge.studies.layers import LayersConfig, crossings, run
 
@@ -30,7 +33,9 @@ def test_run_selected_layers(tiny_track, smollm, tmp_path):
         n_stats=64,
         out=tmp_path,
     )
-    doc = run(cfg, env=make_env(tiny_track, smollm))
+    res = run(cfg, env=make_env(tiny_track, smollm))
+    validate(json.loads(res.path.read_text()), "layers_result")
+    doc = res.detail
     assert [r["layer"] for r in doc["per_layer"]] == [0, 12, 29]
     assert [doc["engines"][str(L)]["write_hook"] for L in (0, 12, 29)] == [
         f"blocks.{L}.hook_resid_pre" for L in (0, 12, 29)
@@ -44,3 +49,11 @@ def test_run_selected_layers(tiny_track, smollm, tmp_path):
     med = doc["per_layer"][1]["real"]["sharpness_l2"]["median"]
     assert med == pytest.approx(float(np.median(sh[1])))
     assert isinstance(doc["verdict"], str) and (tmp_path / "layers.png").exists()
+    # the headline is read from the detail
+    assert res.headline.verdict == doc["verdict"]
+    assert list(res.headline.per_layer_real_median) == [0, 12, 29]
+    assert res.headline.per_layer_real_median[12].sharpness_l2 == med
+    assert (
+        res.headline.per_layer_real_median[29].crossings
+        == (doc["per_layer"][2]["real"]["crossings"]["median"])
+    )

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from challenge.schemas import validate
 from challenge.studies import make_env
 from challenge.studies.output_states import (
     OutputStatesConfig,
@@ -56,13 +57,24 @@ def test_run_on_tiny_track(tiny_track, smollm, tmp_path):
         out=tmp_path,
         plot=True,
     )
-    doc = run(cfg, env=make_env(tiny_track, smollm))
-    fam = doc["families"][0]
+    res = run(cfg, env=make_env(tiny_track, smollm))
+    fam = res.detail["families"][0]
     assert cfg.k_min <= fam["k"] <= cfg.k_max
     assert set(fam["silhouette"]) == {"2", "3", "4"}
     assert fam["silhouette"][str(fam["k"])] == max(fam["silhouette"].values())
     saved = json.loads((tmp_path / "output_states.json").read_text())
     assert saved["provenance"]["engine"]["write_hook"] == "blocks.1.hook_resid_pre"
+    assert saved["kind"] == "output_states" and saved["track"]["id"] == tiny_track.spec.track_id
+    validate(saved, "output_states_result")
+    assert saved["detail"]["families"][0]["k"] == fam["k"]
+    # the headline is read from the detail
+    h = res.headline.families["city_weather"]
+    assert saved["headline"]["families"]["city_weather"]["k"] == h.k == fam["k"]
+    assert h.silhouette == fam["silhouette"][str(fam["k"])]
+    assert h.fraction_jump_same == fam["groups"]["same"]["fraction_jump"]
+    assert h.fraction_jump_different == fam["groups"]["different"]["fraction_jump"]
+    assert h.agreement_jump.accuracy == fam["agreement_jump"]["accuracy"]
+    assert h.agreement_state_change == fam["agreement_state_change"]["accuracy"]
     assert (tmp_path / "output_states.png").stat().st_size > 0
     arr = np.load(tmp_path / "output_states.npz")
     js, grp = arr["city_weather_js"], arr["city_weather_group"]

@@ -1,8 +1,11 @@
 """Study 5 (SAEs and plateaus) on the tiny track, with a small SAE trained inline."""
 
+import json
+
 import numpy as np
 import pytest
 
+from challenge.schemas import validate
 from challenge.studies import make_env
 from challenge.studies.sae_plateaus import SAEPlateausConfig, edge_distance, run
 
@@ -36,7 +39,9 @@ def test_run_with_inline_sae(tiny_track, smollm, tmp_path):
         ray_steps=6,
         out=tmp_path,
     )
-    doc = run(cfg, env=make_env(tiny_track, smollm))
+    res = run(cfg, env=make_env(tiny_track, smollm))
+    validate(json.loads(res.path.read_text()), "sae_plateaus_result")
+    doc = res.detail
     a = doc["A_reconstruction_step"]
     assert set(a) == {"sae", "e2e"}
     assert a["sae"]["recon_distance"]["median"] > 0
@@ -51,3 +56,11 @@ def test_run_with_inline_sae(tiny_track, smollm, tmp_path):
     arr = np.load(tmp_path / "sae_plateaus.npz")
     assert arr["C_real_edge"].shape == (2, 2, 2)
     assert (arr["C_real_edge"] <= c["max_length"] + 1e-4).all()
+    # the headline is read from the detail
+    h = res.headline
+    assert h.kl_end_ratio_to_controls["sae"] == a["sae"]["kl_end_ratio_to_controls"]
+    assert set(h.top1_agreement_near_boundary) == {"sae", "e2e"}
+    assert h.top1_agreement_on_plateau["sae"] == b["top1_agreement_on_plateau"]
+    assert set(h.centredness_median) == {"real", "sae", "e2e", "gaussian"}
+    assert h.centredness_median["real"] == c["real"]["centredness"]["median"]
+    assert h.anchoring_median == c["anchoring"]["anchoring_all"]["median"]

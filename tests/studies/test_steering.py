@@ -1,8 +1,11 @@
 """Study 3 (steering) on the tiny track."""
 
+import json
+
 import numpy as np
 import torch
 
+from challenge.schemas import validate
 from challenge.studies import make_env
 from challenge.studies.steering import KINDS, SteeringConfig, run, steering_vector
 
@@ -21,8 +24,9 @@ def test_run_zero_coefficient_is_no_change(tiny_track, smollm, tmp_path):
         n_steps=5,
         out=tmp_path,
     )
-    doc = run(cfg, env=make_env(tiny_track, smollm))
-    con = doc["contrasts"][0]
+    res = run(cfg, env=make_env(tiny_track, smollm))
+    validate(json.loads(res.path.read_text()), "steering_result")
+    con = res.detail["contrasts"][0]
     arr = np.load(tmp_path / "steering.npz")
     assert arr["c0_coefs"][0] == 0.0
     assert np.allclose(arr["c0_lengths"], arr["c0_coefs"] * con["steering_vector_norm"], rtol=1e-5)
@@ -32,3 +36,11 @@ def test_run_zero_coefficient_is_no_change(tiny_track, smollm, tmp_path):
         assert (arr[f"c0_{kind}_l2"][:, -1] > 0).all()  # and a real response further out
     # every direction was probed at the same lengths: the end points are equally far
     assert con["max_length"] > 0 and con["n_bases"] == 4
+    # the headline is read from the detail
+    h = res.headline.contrasts[cfg.contrasts[0]]
+    assert list(h) == list(KINDS)
+    for kind in KINDS:
+        d = con["directions"][kind]
+        assert h[kind].kl_end == d["kl_end"]["median"]
+        assert h[kind].js_target_end == d["js_target_end"]["median"]
+        assert h[kind].concentration == d["concentration"]["median"]

@@ -1,29 +1,27 @@
 """Feature finding: matrix-free Jacobian products, and sensitive directions beat random ones."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
-from baselines.feature_finding import (
-    cycle,
+from challenge.directions import isotropic
+from challenge.protocols import P3Config, p3_lengths, p3_probe
+from challenge.rng import subset
+from challenge.studies.feature_finding import cycle, max_abs_cosine, pca_directions
+from challenge.studies.sensitive_directions import (
     full_jacobian,
     global_jacobian_directions,
     jtj_matvec,
     local_jacobian_directions,
-    max_abs_cosine,
     optimised_directions,
-    pca_directions,
 )
-from challenge.directions import isotropic
-from challenge.protocols import P3Config, _sample, p3_lengths, p3_probe
 
 
 @pytest.fixture(scope="module")
-def track(smollm, tmp_path_factory):
-    from challenge.track import build_track, get_spec, load_track
-
-    d = tmp_path_factory.mktemp("ff_track") / "tiny"
-    return load_track(build_track(get_spec("smollm2-135m-l1-tiny"), d, lm=smollm))
+def track(tiny_track):
+    return tiny_track
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +69,7 @@ def test_full_jacobian_matches_matrix_free(track, eng):
 
 def test_global_directions_are_orthonormal_eigenvectors(track, eng):
     pub_t, pub_a = track.tokens("public"), track.acts("public")
-    j = _sample(len(pub_a), 3, 1)
+    j = subset(len(pub_a), 3, 0, "feature_finding.jacobian_rows")  # seed 0 + offset 1
     U, evals = global_jacobian_directions(
         eng, pub_t[j], pub_a[j], k=2, oversample=1, iters=1, metric="l2", progress=False
     )
@@ -90,7 +88,7 @@ def test_jacobian_top_direction_is_more_sensitive_than_isotropic(track, eng, met
     metric, or read-out L2) moves the output more than isotropic directions, at every small
     length of the P3 grid."""
     ctx_t, ctx_a = track.tokens("context"), track.acts("context")
-    idx = _sample(len(ctx_a), 6, 0)
+    idx = subset(len(ctx_a), 6, 0, "p3.contexts")
     U, S = local_jacobian_directions(
         eng, ctx_t[idx], ctx_a[idx], iters=3, block=2, metric=metric, progress=False
     )
@@ -126,3 +124,50 @@ def test_pca_cycle_and_max_cosine():
     assert mc[:, 1].long().tolist() == [0, 1, 2, 3, 4]
     c = cycle(P, 7, seed=0)
     assert torch.allclose((c * P[torch.arange(7) % 3]).sum(1).abs(), torch.ones(7), atol=1e-5)
+
+
+def test_run_writes_a_result_whose_headline_is_read_from_the_detail(tiny_track, smollm, tmp_path):
+    from challenge.sae import SAEConfig, save_sae, train_sae
+    from challenge.schemas import validate
+    from challenge.studies import make_env
+    from challenge.studies.feature_finding import FeatureFindingConfig, run
+
+    sae, _ = train_sae(
+        tiny_track.acts("public"), SAEConfig(n_latents=64, k=8, steps=20, batch=64), progress=False
+    )
+    cfg = FeatureFindingConfig(
+        track=str(tiny_track.path),
+        sae=str(save_sae(sae, tmp_path / "sae")),
+        n_base=3,
+        n_jac=2,
+        k=2,
+        oversample=1,
+        iters=1,
+        local_iters=1,
+        opt_steps=1,
+        opt_restarts=1,
+        metrics=("fisher",),
+        objectives=("kl",),
+        n_random=8,
+        out=tmp_path,
+        progress=False,
+    )
+    res = run(cfg, env=make_env(tiny_track, smollm))
+    name = f"{tiny_track.spec.track_id}_feature_finding"
+    assert res.path == tmp_path / f"{name}.json" and res.kind == "feature_finding"
+    for ext in ("npz", "png", "md"):
+        assert (tmp_path / f"{name}.{ext}").stat().st_size > 0
+    doc = json.loads(res.path.read_text())
+    validate(doc, "feature_finding_result")
+    d = res.detail
+    assert d["n_base"] == 3 and set(res.headline.agreement) == set(d["agreement"])
+    for kind, s in d["sensitivity"].items():
+        assert res.headline.length_to_kl_threshold_rel[kind] == s["length_to_kl_threshold_rel"]
+        assert res.headline.top1_changed_at_max[kind] == s["top1_changed_at_max"]
+        assert len(s["median_kl"]) == len(d["lengths"])
+    assert {"jacobian_fisher_global_top1", "jacobian_fisher_local", "optimised_kl"} <= set(
+        d["sensitivity"]
+    )
+    assert res.headline.max_cos_median["pca"] == d["alignment"]["pca"]["max_cos_median"]
+    U = torch.as_tensor(np.load(tmp_path / f"{name}.npz")["dir_jacobian_fisher_global"])
+    assert torch.allclose(U @ U.T, torch.eye(2), atol=1e-4)

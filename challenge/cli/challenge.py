@@ -1,0 +1,136 @@
+"""Challenge commands: generate, validate, score, submit, leaderboard, main."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from challenge.cli._common import library_config, report
+from challenge.errors import ConfigError
+from challenge.pipeline import MainConfig
+from challenge.scorer import ScoreConfig, ScoreReport
+from challenge.track import DEFAULT_TRACK, resolve_track
+
+
+def _model(track):
+    from challenge import models
+
+    return models.load_model(track.spec.model)
+
+
+def generate(
+    generator: str, /, track: str = DEFAULT_TRACK, seed: int = 0, out: Path = Path("submissions")
+) -> Path:
+    """Run a registered generator (see baselines/generators.py) and write its submission folder.
+
+    Args:
+        generator: registered generator name.
+        track: registered track id or a track directory.
+        seed: seed of the generator's sample.
+        out: root of submission folders; writes <out>/<track_id>/<generator>/.
+    """
+    from baselines.generators import GENERATORS
+    from challenge.submission import generate as _generate
+
+    if generator not in GENERATORS:
+        raise ConfigError(
+            f"unknown generator {generator!r}; known: {sorted(GENERATORS)}", field="generator"
+        )
+    tr = resolve_track(track)
+    path = _generate(GENERATORS[generator](), tr, _model(tr), seed=seed, out_root=out)
+    print(f"wrote {path}")
+    return path
+
+
+def validate(submission: Path, /, track: str = DEFAULT_TRACK) -> None:
+    """Validate a submission folder against a track (shape, dtype, norms, duplicates,
+    memorisation, metadata)."""
+    from challenge.validate import validate_submission
+
+    rep = validate_submission(submission, resolve_track(track))
+    print(f"valid: {rep.n} x {rep.d_model}; checks: {', '.join(rep.checks)}")
+
+
+@dataclass
+class ScoreCommand(ScoreConfig):
+    """How a submission is probed, on which track, and where its report goes."""
+
+    track: str = DEFAULT_TRACK
+    """registered track id or a track directory"""
+    out: Path = Path("runs/scores")
+    """the report (JSON + arrays + PNG) goes to <out>/<track id>/"""
+
+
+def score(submission: Path, /, cfg: ScoreCommand = ScoreCommand()) -> ScoreReport:
+    """Validate and score a submission; write its report to <out>/<track id>/, not the
+    leaderboard."""
+    from challenge.scorer import score_submission
+
+    tr = resolve_track(cfg.track)
+    out = cfg.out / tr.spec.track_id
+    rep = score_submission(submission, tr, _model(tr), library_config(cfg), out=out)
+    report(rep)
+    return rep
+
+
+@dataclass
+class SubmitCommand(ScoreConfig):
+    """How a submission is probed, on which track, and which leaderboard records it."""
+
+    track: str = DEFAULT_TRACK
+    """registered track id or a track directory"""
+    board: Path = Path("leaderboard")
+    """leaderboard root; the report goes to <board>/<track id>/"""
+
+
+def submit(submission: Path, /, cfg: SubmitCommand = SubmitCommand()) -> ScoreReport:
+    """Validate + score + record on the leaderboard, then re-render it. Invalid submissions
+    record nothing."""
+    from challenge.pipeline import submit as _submit
+
+    tr = resolve_track(cfg.track)
+    rep = _submit(submission, tr, _model(tr), library_config(cfg), cfg.board)
+    report(rep)
+    return rep
+
+
+def leaderboard(track: str = DEFAULT_TRACK, board: Path = Path("leaderboard")) -> None:
+    """Render <board>/<track id>/README.md and index.html from the recorded reports, and print
+    the table.
+
+    Args:
+        track: registered track id (or a track directory: its track id is used).
+        board: leaderboard root.
+    """
+    from challenge.leaderboard import render, render_markdown
+    from challenge.track import TRACKS
+
+    tid = track if track in TRACKS else resolve_track(track, build=False).spec.track_id
+    print(render_markdown(tid, render(tid, board)))
+
+
+@dataclass
+class MainCommand(MainConfig):
+    """The main job on a track."""
+
+    track: str = DEFAULT_TRACK
+    """registered track id or a track directory (built into the cache when missing)"""
+    quick: bool = False
+    """a smaller run for smoke tests: 30 curves x 20 steps per probe"""
+
+    def job(self) -> MainConfig:
+        """The library config this command runs (``quick`` applied)."""
+        cfg = library_config(self)
+        if self.quick:
+            cfg.score = replace(cfg.score, n_curves=30, n_steps=20)
+        return cfg
+
+
+def main(cfg: MainCommand) -> None:
+    """The main job: build (or reuse) the track, generate and submit every baseline generator,
+    render the leaderboard."""
+    from baselines.generators import GENERATORS
+    from challenge.pipeline import run_main
+
+    tr = resolve_track(cfg.track)
+    report(run_main(tr, GENERATORS, cfg.job(), lm=_model(tr)))

@@ -1,0 +1,53 @@
+"""Study commands: ``plateau study-<name>``; the flags are each study's config.
+
+Each writes ``<out>/<study>.json`` (+ ``.npz`` arrays, + ``.png`` plot) and prints its headline.
+"""
+
+from __future__ import annotations
+
+from challenge.cli._common import report
+from challenge.studies.boundaries import BoundariesConfig
+from challenge.studies.layers import LayersConfig
+from challenge.studies.output_states import OutputStatesConfig
+from challenge.studies.sae_plateaus import SAEPlateausConfig
+from challenge.studies.steering import SteeringConfig
+
+
+def study_output_states(cfg: OutputStatesConfig) -> None:
+    """Study 1: k-means output states of templated prompts; do they predict plateaus (flat
+    within a cluster, a jump between clusters)?"""
+    from challenge.studies import output_states
+
+    report(output_states.run(cfg))
+
+
+def study_layers(cfg: LayersConfig) -> None:
+    """Study 2: the stable-regions protocol (P2) at every layer along the same prompt pairs:
+    do later layers split regions or sharpen them?"""
+    from challenge.studies import layers
+
+    report(layers.run(cfg))
+
+
+def study_steering(cfg: SteeringConfig) -> None:
+    """Study 3: difference-of-means steering with increasing coefficient vs plateau (real) and
+    random perturbations of the same norm: which response is smoother?"""
+    from challenge.studies import steering
+
+    report(steering.run(cfg))
+
+
+def study_boundaries(cfg: BoundariesConfig) -> None:
+    """Study 4: MLP gate units crossing their boundary per step along paths vs the output's
+    jumps; do the crossings bunch up at the max-slope step?"""
+    from challenge.studies import boundaries
+
+    report(boundaries.run(cfg))
+
+
+def study_sae_plateaus(cfg: SAEPlateausConfig) -> None:
+    """Study 5: do SAE reconstructions stay in their activation's plateau; where in a plateau do
+    real activations sit (centre vs edge)?"""
+    from challenge.studies import sae_plateaus
+
+    report(sae_plateaus.run(cfg))

@@ -1,0 +1,61 @@
+"""train-sae, find-features and diagnose-submissions on the tiny track."""
+
+import pytest
+
+TINY = "smollm2-135m-l1-tiny"
+
+
+def test_train_sae(plateau, printed, read_json, tiny_track_dir, tmp_path):
+    out = plateau(
+        "train-sae", tiny_track_dir, "--n-latents", 64, "--k", 4, "--steps", 10, "--batch", 64,
+        "--positions", "last", "--results", tmp_path / "runs", "--out", tmp_path / "sae",
+    )  # fmt: skip
+    headline, path = printed(out)
+    assert path == tmp_path / "runs" / f"{TINY}_topk-64-k4-last-10-s0.json"
+    doc = read_json(path)
+    assert doc["headline"] == headline and set(headline) == {"public", "heldout", "context"}
+    for split in headline.values():
+        assert 0 < split["variance_explained"] <= 1 and 0 < split["l0"] <= 4
+    assert doc["detail"]["sae"]["n_latents"] == 64 and doc["config"]["sae"]["steps"] == 10
+    assert (tmp_path / "sae" / "cfg.json").exists()
+
+
+def test_find_features(plateau, printed, read_json, tiny_track_dir, tiny_sae_dir, tmp_path):
+    out = plateau(
+        "find-features", tiny_track_dir, "--sae", tiny_sae_dir, "--n-base", 3, "--n-jac", 2,
+        "--k", 2, "--oversample", 1, "--iters", 1, "--local-iters", 1, "--opt-steps", 1,
+        "--opt-restarts", 1, "--metrics", "fisher", "--objectives", "kl", "--n-random", 8,
+        "--no-progress", "--out", tmp_path, "--plot-to", tmp_path / "extra.png",
+    )  # fmt: skip
+    headline, path = printed(out)
+    name = f"{TINY}_feature_finding"
+    assert path == tmp_path / f"{name}.json"
+    doc = read_json(path)
+    assert doc["kind"] == "feature_finding" and doc["headline"] == headline
+    assert doc["config"]["track"] == str(tiny_track_dir) and doc["config"]["n_base"] == 3
+    assert headline["max_cos_median"]  # the SAE was used
+    for f in (f"{name}.md", f"{name}.png", f"{name}.npz", "extra.png"):
+        assert (tmp_path / f).exists(), f
+
+
+@pytest.fixture(scope="module")
+def submissions(smollm, tiny_track, tmp_path_factory):
+    from baselines.generators import Gaussian, HeldoutReal
+    from challenge.submission import generate
+
+    root = tmp_path_factory.mktemp("subs")
+    for g in (Gaussian(), HeldoutReal()):
+        generate(g, tiny_track, smollm, out_root=root)
+    return root / TINY
+
+
+def test_diagnose_submissions(plateau, printed, read_json, tiny_track_dir, submissions, tmp_path):
+    out = plateau(
+        "diagnose-submissions", tiny_track_dir, "--submissions", submissions, "--out", tmp_path
+    )
+    headline, path = printed(out)
+    assert path == tmp_path / f"{TINY}_placement.json"
+    doc = read_json(path)
+    assert doc["headline"] == headline and set(headline) == {"gaussian", "heldout_real"}
+    assert headline["heldout_real"]["in_token_cluster"] > headline["gaussian"]["in_token_cluster"]
+    assert "_reference" in doc["detail"]["placement"]

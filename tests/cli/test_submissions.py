@@ -1,0 +1,87 @@
+"""generate, validate, score, submit, leaderboard and main on the tiny track."""
+
+import pytest
+
+from challenge.cli.challenge import MainCommand
+from challenge.validate import required_n
+
+TINY = "smollm2-135m-l1-tiny"
+SMALL = ("--n-curves", 4, "--n-steps", 12, "--n-boot", 10)
+
+
+@pytest.fixture(scope="module")
+def submission(smollm, tiny_track, tmp_path_factory):
+    from baselines.generators import Gaussian
+    from challenge.submission import generate
+
+    return generate(Gaussian(), tiny_track, smollm, out_root=tmp_path_factory.mktemp("subs"))
+
+
+def test_generate(plateau, tiny_track, tiny_track_dir, tmp_path, read_json):
+    out = plateau(
+        "generate", "isotropic", "--track", tiny_track_dir, "--seed", 3, "--out", tmp_path
+    )
+    folder = tmp_path / TINY / "isotropic"
+    assert f"wrote {folder}" in out
+    meta = read_json(folder / "submission.json")
+    assert meta["name"] == "isotropic" and meta["seed"] == 3
+    assert meta["n"] == required_n(tiny_track) and (folder / "activations.safetensors").exists()
+
+
+def test_unknown_generator_is_a_clear_error(plateau, tiny_track_dir, capsys):
+    with pytest.raises(SystemExit) as e:
+        plateau("generate", "nope", "--track", tiny_track_dir)
+    assert e.value.code == 2 and "unknown generator 'nope'" in capsys.readouterr().err
+
+
+def test_validate(plateau, submission, tiny_track, tiny_track_dir):
+    out = plateau("validate", submission, "--track", tiny_track_dir)
+    assert out.startswith(f"valid: {required_n(tiny_track)} x 576; checks: ")
+
+
+def test_score_writes_a_report_not_a_record(
+    plateau, submission, tiny_track_dir, tmp_path, read_json
+):
+    out = plateau("score", submission, "--track", tiny_track_dir, *SMALL, "--out", tmp_path)
+    rep = read_json(tmp_path / TINY / "gaussian.json")
+    assert rep["schema"] == "plateau-score/1" and rep["submission"]["name"] == "gaussian"
+    assert rep["config"] | {"seed": 0} == {
+        "n_curves": 4, "n_steps": 12, "n_boot": 10, "seed": 0, "units": "scale_free"
+    }  # fmt: skip
+    assert (tmp_path / TINY / "gaussian.png").exists()
+    assert '"mean_ks"' in out and f"wrote {tmp_path / TINY / 'gaussian.json'}" in out
+    assert not (tmp_path / TINY / "README.md").exists()
+
+
+def test_submit_then_leaderboard(plateau, submission, tiny_track_dir, tmp_path, read_json):
+    board = tmp_path / "board"
+    plateau("submit", submission, "--track", tiny_track_dir, *SMALL, "--board", board)
+    rep = read_json(board / TINY / "gaussian.json")
+    assert rep["config"]["n_boot"] == 10
+    assert "gaussian" in (board / TINY / "README.md").read_text()
+    assert (board / TINY / "index.html").exists()
+    for track in (TINY, tiny_track_dir):  # a registered id, or a track directory
+        out = plateau("leaderboard", "--track", track, "--board", board)
+        assert f"# Leaderboard: `{TINY}`" in out and "| 1 | gaussian |" in out
+
+
+def test_main_job(plateau, tiny_track_dir, tmp_path, read_json):
+    board, subs = tmp_path / "board", tmp_path / "subs"
+    out = plateau(
+        "main", "--track", tiny_track_dir, "--only", "isotropic", "heldout_real", *SMALL,
+        "--board", board, "--submissions", subs,
+    )  # fmt: skip
+    for name in ("isotropic", "heldout_real"):
+        assert (subs / TINY / name / "submission.json").exists()
+        assert read_json(board / TINY / f"{name}.json")["config"]["n_curves"] == 4
+        assert f'"{name}"' in out
+    assert (board / TINY / "index.html").exists() and f"wrote {board / TINY / 'index.html'}" in out
+    rows = (board / TINY / "README.md").read_text()
+    assert "| heldout_real |" in rows and "| isotropic |" in rows
+
+
+def test_main_quick_is_30_curves_of_20_steps():
+    job = MainCommand(quick=True, only=("gaussian",)).job()
+    assert (job.score.n_curves, job.score.n_steps, job.only) == (30, 20, ("gaussian",))
+    assert type(job).__name__ == "MainConfig"
+    assert MainCommand().job().score.n_curves == 100
