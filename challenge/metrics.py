@@ -199,3 +199,87 @@ def summarise(x) -> dict[str, float | int | None]:
         "q75": float(q75),
         "n": int(a.size),
     }
+
+
+# ------------------------------------------------------------------ the papers' own definitions
+# The P1 features exactly as the public teren notebooks compute them (branch ``explorations``:
+# ``replications.ipynb`` for MS / NL / AR, ``experiment_plateaus.ipynb`` for AP), curve by curve
+# on the RAW curve (no normalisation). The suite's definitions above differ (MS on normalised
+# curves, a least-squares NL line, AR returning i, a censored AP of n_steps); both are kept,
+# under their own names, and results say which was used (``definitions`` of a P1 config).
+PUBLISHED_MS_NONE = 99  # MS when no slope exceeds the threshold (their num_steps - 1, fixed)
+PUBLISHED_AP_NONE = 100  # AP when the curve never reaches the distance (fixed, even when cut)
+
+
+def max_slope_step_published(curves, threshold: float = SLOPE_THRESHOLD):
+    """MS as published: ``slopes[i] = v[i] - v[i-1]`` of the raw curve, ``slopes[0]`` padded with
+    ``slopes[1]``; no slope ``> threshold`` gives 99, else the step of the largest slope (NaN
+    slopes count as 0). Ties: the last of the tied steps (their code takes the head of a
+    reversed ``argsort``, whose order among equal values is the sort's; for the padded pair
+    (0, 1) this gives 1, as a stable sort does)."""
+    a = _curves(curves)
+    slopes = np.empty_like(a)
+    slopes[:, 1:] = np.diff(a, axis=1)
+    slopes[:, 0] = slopes[:, 1]
+    slopes = np.nan_to_num(slopes)
+    n = a.shape[1]
+    last_max = n - 1 - np.argmax(slopes[:, ::-1], axis=1)
+    return np.where((slopes > threshold).any(axis=1), last_max, PUBLISHED_MS_NONE).astype(np.int64)
+
+
+def plateau_length_published(curves, target_steps=None, threshold: float = PLATEAU_DISTANCE):
+    """AP as published: over ``curve[:target_step]``, the first index whose value is
+    ``>= threshold``, else 100. ``target_steps`` (one per curve, ``floor(||T - A|| / step)``)
+    defaults to the whole curve."""
+    a = np.asarray(curves, dtype=np.float64)
+    a = a[None, :] if a.ndim == 1 else a
+    if a.ndim != 2:
+        raise ConfigError(f"expected [n_curves, n_steps], got shape {a.shape}", field="curves")
+    n = a.shape[1]
+    cut = (
+        np.full(len(a), n)
+        if target_steps is None
+        else np.broadcast_to(np.asarray(target_steps, dtype=np.int64), (len(a),))
+    )
+    if (cut < 0).any():
+        raise ConfigError("target steps must be >= 0", field="target_steps")
+    hit = (a >= threshold) & (np.arange(n)[None, :] < cut[:, None])
+    return np.where(hit.any(axis=1), hit.argmax(axis=1), PUBLISHED_AP_NONE).astype(np.int64)
+
+
+def nonlinearity_step_published(curves, end_step: int = NL_FIT_STEPS, threshold: float = 20.0):
+    """NL as published: the line through ``(0, v[0])`` and ``(end_step - 1, v[end_step - 1])``
+    (two points, not a fit); the first ``i >= end_step`` with
+    ``|v[i] - line(i)| / line(i) * 100 > threshold`` returns ``i - 1``; none returns ``n``.
+    The division is by ``line(i)`` itself, not its absolute value (a negative line never flags;
+    a zero line flags where the deviation is non-zero), as in their code."""
+    a = _curves(curves)
+    n = a.shape[1]
+    if not 2 <= end_step < n:
+        raise ConfigError(f"end_step must be in [2, {n - 1}], got {end_step}", field="end_step")
+    slope = (a[:, end_step - 1] - a[:, 0]) / (end_step - 1)
+    i = np.arange(end_step, n)
+    line = slope[:, None] * i[None, :] + a[:, :1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dev = np.abs(a[:, end_step:] - line) / line * 100
+    flag = dev > threshold  # NaN (0 / 0) compares False, as in Python
+    return np.where(flag.any(axis=1), i[flag.argmax(axis=1)] - 1, n).astype(np.int64)
+
+
+def area_ratio_step_published(curves, start: int = 6):
+    """AR as published: for ``i = 1 .. n-1``, ``r_i = (v[i-1] * i / 2) / trapz(v[:i])`` (0 where
+    the area is 0); the argmax over ``i >= start`` (first on ties) is returned as ``i - 1``."""
+    a = _curves(curves)
+    n = a.shape[1]
+    if not 2 <= start <= n - 1:
+        raise ConfigError(f"start must be in [2, {n - 1}], got {start}", field="start")
+    cum = np.zeros_like(a)  # cum[:, m] = trapz(v[:m + 1])
+    cum[:, 1:] = np.cumsum((a[:, 1:] + a[:, :-1]) / 2, axis=1)
+    i = np.arange(1, n)
+    area = cum[:, i - 1]
+    ratio = np.zeros_like(area)
+    np.divide(a[:, i - 1] * i / 2, area, out=ratio, where=area != 0)
+    return (np.argmax(ratio[:, start - 1 :], axis=1) + start - 1).astype(np.int64)
+
+
+DEFINITIONS = ("suite", "published")
