@@ -40,8 +40,22 @@ RESULT_CLASSES: dict[str, str] = {
     "boundaries_result": "challenge.studies.boundaries:BoundariesResult",
     "sae_plateaus_result": "challenge.studies.sae_plateaus:SAEPlateausResult",
     "feature_finding_result": "challenge.studies.feature_finding:FeatureFindingResult",
+    "interactions_result": "challenge.interactions.train:InteractionsResult",
+    "interactions_circuit_result": "challenge.interactions.circuit:CircuitResult",
+    "track_sae_result": "challenge.pipeline:TrackSAEResult",
+    "main_result": "challenge.pipeline:MainResult",
 }
-"""Schema name -> ``"module:Class"``; add a result class here to get its schema."""
+"""Schema name (``<kind>_result``) -> ``"module:Class"``; add a result class here to get its
+schema."""
+
+
+def schema_name(doc: dict[str, Any]) -> str | None:
+    """The registered schema a written result document follows (``<kind>_result``; the score
+    report by its ``schema`` field), or None when none is registered for it."""
+    if doc.get("schema") == "plateau-score/1":
+        return "score_report"
+    name = f"{doc.get('kind')}_result"
+    return name if name in RESULT_CLASSES else None
 
 
 def result_class(name: str) -> type:

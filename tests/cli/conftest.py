@@ -44,8 +44,16 @@ def plateau(capsys):
 
 @pytest.fixture
 def read_json():
-    """A written JSON document."""
-    return lambda path: json.loads(path.read_text())
+    """A written JSON document, checked against its committed schema when one is registered."""
+    from challenge.schemas import schema_name, validate
+
+    def read(path: Path) -> dict:
+        doc = json.loads(path.read_text())
+        if (name := schema_name(doc)) is not None:
+            validate(doc, name)
+        return doc
+
+    return read
 
 
 @pytest.fixture

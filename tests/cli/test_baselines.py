@@ -14,8 +14,8 @@ def test_train_sae(plateau, printed, read_json, tiny_track_dir, tmp_path):
     assert path == tmp_path / "runs" / f"{TINY}_topk-64-k4-last-10-s0.json"
     doc = read_json(path)
     assert doc["headline"] == headline and set(headline) == {"public", "heldout", "context"}
-    for split in headline.values():
-        assert 0 < split["variance_explained"] <= 1 and 0 < split["l0"] <= 4
+    for split in headline.values():  # 10 steps: held-out variance explained may still be < 0
+        assert -1 < split["variance_explained"] <= 1 and 0 < split["l0"] <= 4
     assert doc["detail"]["sae"]["n_latents"] == 64 and doc["config"]["sae"]["steps"] == 10
     assert (tmp_path / "sae" / "cfg.json").exists()
 
