@@ -101,8 +101,10 @@ def run_main(
         path = generate(
             generators[name](), track, lm, seed=cfg.generate_seed, out_root=cfg.submissions
         )
-        try:
-            head = submit(path, track, lm, cfg.score, cfg.board).headline
+        try:  # the board is rendered once, after every entry is scored: until then it may
+            # mix records of this run with older ones, which it refuses to rank together
+            out = Path(cfg.board) / track.spec.track_id
+            head = score_submission(path, track, lm, cfg.score, out=out).headline
             entry = MainEntry(gap_closed=head.gap_closed, mean_ks=head.mean_ks)
             g = entry.gap_closed
             log.info(
