@@ -8,7 +8,7 @@ P3 rays along a direction with a length grid, P2 linear and "arc" interpolation.
 from __future__ import annotations
 
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from challenge.errors import ConfigError
@@ -75,6 +75,41 @@ def absolute_path(
     x = a[:, None, :] + torch.minimum(travel[None, :], dist)[..., None] * unit[:, None, :]
     x = torch.where(mask[..., None], x, t[:, None, :])
     return (x, mask) if return_mask else x
+
+
+def published_path(
+    start: Float[Tensor, "batch d_model"],
+    end: Float[Tensor, "batch d_model"],
+    n_points: int = P1_RELATIVE_STEPS,
+    step_size: float | None = None,
+) -> tuple[Float[Tensor, "batch n_points d_model"], Int[Tensor, " batch"]]:
+    """P1 paths exactly as the papers' code builds them (teren, branch ``explorations``:
+    ``perturb_activation`` and ``perturb_activation_norm_step_size``), and each path's target step.
+
+    ``step_size=None`` (relative): ``start (1 - t) + end t``, ``t = linspace(0, 1, n_points)``,
+    target step ``n_points``. Otherwise (absolute): ``start + u t step_size`` with
+    ``u = (end - start) / ||end - start||`` and ``t = linspace(0, n_points, n_points)`` (spacing
+    ``n_points / (n_points - 1)`` steps, not clamped at ``end``); target step
+    ``floor(||end - start|| / step_size)``, where the papers cut the curve for MS, AR and AP.
+    """
+    a, e = _pair(start, end, "end")
+    _check_steps(n_points)
+    n = a.shape[0]
+    if step_size is None:
+        t = torch.linspace(0, 1, n_points, device=a.device)[None, :, None]
+        x = a[:, None, :] * (1 - t) + e[:, None, :] * t
+        return x, torch.full((n,), n_points, dtype=torch.int64)
+    if step_size <= 0:
+        raise ConfigError(f"step_size must be > 0, got {step_size}", field="step_size")
+    d = e - a
+    norm = d.norm(dim=-1, keepdim=True)
+    if (norm == 0).any():
+        raise ConfigError("start and end coincide: the direction is undefined", field="end")
+    u = d / norm
+    t = torch.linspace(0, n_points, n_points, device=a.device)[None, :, None]
+    x = a[:, None, :] + u[:, None, :] * t * step_size
+    target = torch.floor(norm[:, 0] / step_size).to(torch.int64).cpu()
+    return x, target
 
 
 def ray_path(

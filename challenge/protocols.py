@@ -40,7 +40,14 @@ from challenge.directions import (
 from challenge.engine import Curves, PerturbationEngine
 from challenge.errors import ConfigError
 from challenge.metrics import Summary
-from challenge.paths import absolute_path, arc_path, linear_path, p3_length_grid, ray_path
+from challenge.paths import (
+    absolute_path,
+    arc_path,
+    linear_path,
+    p3_length_grid,
+    published_path,
+    ray_path,
+)
 from challenge.results import Result, TrackRef, provenance
 from challenge.schemas import JSON_CONFIG
 
@@ -68,16 +75,29 @@ class P1Config:
     """Relative: points on the path; absolute: the path has ``n_steps + 1`` points. A curve
     needs at least ``metrics.NL_FIT_STEPS`` (10) points, the nonlinearity step's fit window."""
     slope_threshold: float = 0.02
-    """MS: the smallest slope (of the curve normalised to end at 1) that counts."""
+    """MS: the smallest slope that counts. ``suite``: of the curve normalised to end at 1;
+    ``published``: of the raw L2 / KL curve, in GPT-2 read-out units (``scale_free`` rescales it
+    by ``plateau_distance / 20``, as it does the plateau distance)."""
     plateau_distance: float | None = None
     """AP: the read-out distance that ends the plateau (``None``: from ``units``)."""
     abs_step: float | None = None
     """Absolute scheme: the step length at the write point (``None``: from ``units``)."""
+    definitions: Literal["suite", "published"] = "suite"
+    """``suite``: the suite's features (MS on normalised curves, least-squares NL, AR returning
+    i, AP from the base toward the tested point, absolute steps clamped at the target);
+    ``published``: the papers' code exactly (teren, branch ``explorations``): their paths
+    (``paths.published_path``), MS / AR on ``curve[:target_step]``, NL on the whole curve
+    (``metrics.*_published``), and AP from their AP experiment: the tested activation (real or
+    N(mu, Sigma)) written in the base prompt's context and moved toward a fresh N(mu, Sigma)
+    sample."""
     seed: int = 0
     """Run seed; contexts and targets use the ``p1.*`` streams of ``challenge.rng``."""
 
     def __post_init__(self) -> None:
         checks.choice(self.scheme, ("relative", "absolute"), "scheme")
+        checks.choice(self.definitions, M.DEFINITIONS, "definitions")
+        if self.definitions == "published":  # their NL needs more than 10 points
+            checks.integer(self.n_steps, "n_steps", minimum=M.NL_FIT_STEPS + 1)
         checks.choice(self.units, UNITS, "units")
         checks.integer(self.n_curves, "n_curves", minimum=1)
         points = M.NL_FIT_STEPS - (self.scheme == "absolute")  # n_steps giving 10 points
@@ -105,7 +125,12 @@ def resolve_p1(cfg: P1Config, units: dict[str, float]) -> dict[str, float]:
     if cfg.abs_step is not None:
         r["abs_step"] = cfg.abs_step
     r["slope_threshold"] = cfg.slope_threshold
+    if cfg.definitions == "published" and cfg.units == "scale_free":
+        r["slope_threshold"] = (
+            cfg.slope_threshold * r["plateau_distance"] / GPT2["plateau_distance"]
+        )
     r["units"] = cfg.units
+    r["definitions"] = cfg.definitions
     return r
 
 
@@ -144,13 +169,70 @@ def p1_probe(
     return curves, p1_features(curves, cfg, r)
 
 
+def p1_features_published(
+    curves: Curves, cut: np.ndarray, ap_curves: Curves, ap_cut: np.ndarray, r: dict
+) -> dict[str, np.ndarray]:
+    """Per-curve features as the papers' code computes them: MS (L2 and KL) and AR over
+    ``curve[:cut]``, NL over the whole curve, AP over ``ap_curve[:ap_cut]`` of the AP experiment's
+    curves. A curve cut below the 7 points AR needs (their code fails on it) gets NaN features,
+    which the summaries and KS leave out (``detail['n_short']`` counts them)."""
+    th, n = r["slope_threshold"], curves.l2.shape[1]
+    feats = {k: np.full(len(cut), np.nan) for k in ("ms_l2", "ms_kl", "ar_l2")}
+    for i, c in enumerate(np.minimum(cut, n)):
+        if c < 7:
+            continue
+        feats["ms_l2"][i] = M.max_slope_step_published(curves.l2[i, :c], threshold=th)[0]
+        feats["ms_kl"][i] = M.max_slope_step_published(curves.kl[i, :c], threshold=th)[0]
+        feats["ar_l2"][i] = M.area_ratio_step_published(curves.l2[i, :c])[0]
+    ap = M.plateau_length_published(ap_curves.l2, ap_cut, threshold=r["plateau_distance"])
+    return {
+        "ms_l2": feats["ms_l2"],
+        "ms_kl": feats["ms_kl"],
+        "plateau_length": ap,
+        "nl_l2": M.nonlinearity_step_published(curves.l2),
+        "ar_l2": feats["ar_l2"],
+    }
+
+
+def p1_published_probe(
+    engine: PerturbationEngine,
+    tokens: Int[Tensor, "n pos"],
+    bases: Float[Tensor, "n d"],
+    tested: Float[Tensor, "n d"],
+    ap_ends: Float[Tensor, "n d"],
+    cfg: P1Config,
+    r: dict,
+    desc: str = "P1",
+) -> tuple[Curves, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The papers' two experiments for one group of tested activations, each in its base
+    prompt's context: from the base toward ``tested`` (MS, NL, AR: ``replications.ipynb``), and
+    from ``tested`` toward a fresh N(mu, Sigma) sample ``ap_ends`` (AP:
+    ``experiment_plateaus.ipynb``). Returns the first experiment's curves, the features, and the
+    extra arrays (the AP curves ``ap_<metric>`` and both experiments' target steps)."""
+    step = r["abs_step"] if cfg.scheme == "absolute" else None
+    x, cut = published_path(bases, tested, cfg.n_steps, step)
+    curves = engine.curves(tokens, x, desc=desc)
+    x_ap, ap_cut = published_path(tested, ap_ends, cfg.n_steps, step)
+    ap_curves = engine.curves(tokens, x_ap, desc=f"{desc} AP")
+    feats = p1_features_published(curves, cut.numpy(), ap_curves, ap_cut.numpy(), r)
+    extra = {f"ap_{k}": v for k, v in ap_curves.arrays().items()}
+    extra |= {"target_step": cut.numpy(), "ap_target_step": ap_cut.numpy()}
+    return curves, feats, extra
+
+
 def compare_features(ref: dict[str, np.ndarray], other: dict[str, np.ndarray]) -> dict[str, dict]:
-    """Per feature: summaries of both samples and the KS statistic between them."""
+    """Per feature: summaries of both samples and the KS statistic between their finite
+    values."""
+
+    def finite(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        return x[np.isfinite(x)]
+
     return {
         k: {
             "ref": M.summarise(ref[k]),
             "other": M.summarise(other[k]),
-            "ks": M.ks_statistic(ref[k], other[k]),
+            "ks": M.ks_statistic(finite(ref[k]), finite(other[k])),
         }
         for k in ref
     }
@@ -394,11 +476,25 @@ def run_p1(track, engine: PerturbationEngine, cfg: P1Config) -> P1Result:
     real_t = held[rng.subset(len(held), n, cfg.seed, "p1.real_targets")]
     stats = ActivationStats.fit(track.acts("public"))
     rand_t = gaussian_like(stats, n, rng.generator(cfg.seed, "p1.random_targets"))
-    c_real, f_real = p1_probe(engine, ctx_t[idx], ctx_a[idx], real_t, cfg, r, "P1 real")
-    c_rand, f_rand = p1_probe(engine, ctx_t[idx], ctx_a[idx], rand_t, cfg, r, "P1 random")
+    detail: dict = {}
+    if cfg.definitions == "published":
+        ap_ends = gaussian_like(stats, n, rng.generator(cfg.seed, "p1.ap_ends"))
+        groups = {}
+        for name, tested in (("real", real_t), ("random", rand_t)):
+            groups[name] = p1_published_probe(
+                engine, ctx_t[idx], ctx_a[idx], tested, ap_ends, cfg, r, f"P1 {name}"
+            )
+        (c_real, f_real, ex_real), (c_rand, f_rand, ex_rand) = groups["real"], groups["random"]
+        detail["n_short"] = {
+            k: int(np.isnan(f["ms_l2"]).sum()) for k, f in (("real", f_real), ("random", f_rand))
+        }
+    else:
+        c_real, f_real = p1_probe(engine, ctx_t[idx], ctx_a[idx], real_t, cfg, r, "P1 real")
+        c_rand, f_rand = p1_probe(engine, ctx_t[idx], ctx_a[idx], rand_t, cfg, r, "P1 random")
+        ex_real = ex_rand = {}
     features = compare_features(f_real, f_rand)
-    arrays = {f"real_{k}": v for k, v in c_real.arrays().items()} | {
-        f"random_{k}": v for k, v in c_rand.arrays().items()
+    arrays = {f"real_{k}": v for k, v in (c_real.arrays() | ex_real).items()} | {
+        f"random_{k}": v for k, v in (c_rand.arrays() | ex_rand).items()
     }
     arrays |= {f"real_feat_{k}": v for k, v in f_real.items()} | {
         f"random_feat_{k}": v for k, v in f_rand.items()
@@ -407,7 +503,7 @@ def run_p1(track, engine: PerturbationEngine, cfg: P1Config) -> P1Result:
         kind="p1",
         config=cfg,
         headline=P1Headline.of(features),
-        detail={"resolved": r, "features": features, "n_curves": n},
+        detail={"resolved": r, "features": features, "n_curves": n} | detail,
         track=TrackRef.of(track),
         provenance=provenance(engine.describe()),
         arrays=arrays,
@@ -485,9 +581,11 @@ ProtocolResult = P1Result | P2Result | P3Result
 
 
 def default_name(track_id: str, cfg: ProtocolConfig) -> str:
-    """``<track>_p1_<scheme>_<units>``, ``<track>_p2`` or ``<track>_p3_<units>``."""
+    """``<track>_p1_<scheme>_<units>`` (``..._published`` with the papers' definitions),
+    ``<track>_p2`` or ``<track>_p3_<units>``."""
     if isinstance(cfg, P1Config):
-        return f"{track_id}_p1_{cfg.scheme}_{cfg.units}"
+        tail = "_published" if cfg.definitions == "published" else ""
+        return f"{track_id}_p1_{cfg.scheme}_{cfg.units}{tail}"
     if isinstance(cfg, P2Config):
         return f"{track_id}_p2"
     return f"{track_id}_p3_{cfg.units}"
