@@ -4,10 +4,11 @@ run whose agreement statistics come from real interpolation curves."""
 import json
 
 import numpy as np
-import pytest
+import torch
 
 from challenge.schemas import validate
 from challenge.studies import make_env
+from challenge.studies._common import clean_logp, js_rows, write_point_acts
 from challenge.studies.output_states import (
     OutputStatesConfig,
     choose_k,
@@ -32,8 +33,11 @@ def test_concentration_uniform_vs_single_jump():
     uniform = np.full((1, S - 1), 1e-4)
     jump = np.zeros((1, S - 1))
     jump[0, 4] = 0.3
-    assert concentration(uniform)[0] == pytest.approx(1.0)
-    assert concentration(jump)[0] == pytest.approx(S - 1)
+    u = 2.0**-53  # float64 unit roundoff
+    # equal terms: the mean of S - 1 copies of s is s within gamma_{S-1}, max / mean adds u
+    assert abs(concentration(uniform)[0] - 1.0) <= S * u / (1 - S * u)
+    # one non-zero term: the sum is exact, the division by S - 1 and max / mean round by u each
+    assert abs(concentration(jump)[0] - (S - 1)) <= 2 * u * (S - 1)
     assert np.isnan(concentration(np.zeros((1, S - 1)))[0])
 
 
@@ -78,6 +82,7 @@ def test_run_on_tiny_track(tiny_track, smollm, tmp_path):
     assert (tmp_path / "output_states.png").stat().st_size > 0
     arr = np.load(tmp_path / "output_states.npz")
     js, grp = arr["city_weather_js"], arr["city_weather_group"]
+    pairs = arr["city_weather_pairs"]
     # step 0 and the base distribution are one computation (engine.distribution_divergences)
     assert js.shape[1] == 7 and (js[:, 0] == 0).all()
     assert (js[:, -1] > 0).all()  # real curves: the endpoints differ
@@ -85,9 +90,40 @@ def test_run_on_tiny_track(tiny_track, smollm, tmp_path):
     conc, ms = arr["city_weather_concentration"], arr["city_weather_max_step_js"]
     jump = (conc >= cfg.jump_concentration) & (ms >= cfg.jump_js)
     acc = float(((grp == 1) == jump).mean())
-    assert fam["agreement_jump"]["accuracy"] == pytest.approx(acc)
-    # pairs share their prefix, so B's activation in A's context reproduces B's output exactly
-    assert fam["endpoint_fidelity"]["median"] == pytest.approx(1.0, abs=1e-3)
+    # the study computes the same mean of the same booleans (a count over n): exactly equal
+    assert fam["agreement_jump"]["accuracy"] == acc
+    # pairs share their prefix, so B's activation in A's context reproduces B's output: the
+    # same function evaluated in another batch, so only float32 rounding separates the two.
+    # fidelity = 1 - JS(end, B) / JS(A, B) with JS clamped at 0: every value, and so the
+    # median, is <= 1 exactly
+    med = fam["endpoint_fidelity"]["median"]
+    assert med <= 1.0
+    # lower side, recomputed with the study's own calls: for lq = lp - delta,
+    # JS <= (KL(p||q) + KL(q||p)) / 4 <= max|delta|^2 e^max|delta| / 4, and js_rows' float32
+    # rounding of m = logaddexp(lp, lq) - ln 2 (<= u (2 |lp| + 2 |delta| + 5) per token,
+    # weighted by p and q: sum p |lp| = H) adds <= u (H_p + H_q + 4 max|delta| + 5), times
+    # (1 + gamma_V) for the V-term sums; fidelity is then 1 - r rounded in float32 (u each
+    # for the quotient and the difference), and quantiles are monotone
+    env = make_env(tiny_track, smollm)
+    fp = family_prompts("city_weather", smollm.tokenizer, cfg.cut_at_last_slot)
+    acts = write_point_acts(env.eng, fp.tokens)
+    logp = clean_logp(env.eng, fp.tokens, acts).double()
+    a, b = pairs[:, 0], pairs[:, 1]
+    with torch.no_grad():
+        lg = env.eng.forward(fp.tokens[a], acts[b][:, None, :])["logits"][:, 0]
+    lp_end = torch.log_softmax(lg.float(), -1).double()
+    js_ab = js_rows(logp[a].float(), logp[b].float()).double().numpy()
+    V = logp.shape[1]
+    U32 = 2.0**-24
+    delta = (lp_end - logp[b]).abs().max(-1).values.numpy()
+    H = lambda lp: -(lp.exp() * lp).sum(-1).numpy()  # noqa: E731
+    js_bound = (1 + V * U32 / (1 - V * U32)) * (
+        delta**2 * np.exp(delta) / 4 + U32 * (H(lp_end) + H(logp[b]) + 4 * delta + 5)
+    )
+    r = np.divide(js_bound, js_ab, out=np.zeros_like(js_ab), where=js_ab > 0)
+    lower = 1 - r * (1 + U32) - U32
+    assert med >= np.quantile(lower, 0.5) and (js_ab > 0).all()
+    assert fam["endpoint_fidelity"]["q25"] >= np.quantile(lower, 0.25)
     # pairs were labelled by the clusters they were drawn from
-    labels, pairs = arr["city_weather_labels"], arr["city_weather_pairs"]
+    labels = arr["city_weather_labels"]
     assert ((labels[pairs[:, 0]] != labels[pairs[:, 1]]) == (grp == 1)).all()
