@@ -21,15 +21,20 @@ def fmt(s: dict) -> str:
 
 
 def p1_table(doc: dict) -> str:
-    r = doc["resolved"]
+    d, cfg = doc["detail"], doc["config"]
+    r = d["resolved"]
+    defs = cfg.get("definitions", "suite")
+    short = d.get("n_short", {})
     lines = [
-        f"**P1 {doc['config']['scheme']} scheme, units `{r['units']}`** ({doc['n_curves']} curves; "
+        f"**P1 {cfg['scheme']} scheme, units `{r['units']}`, `{defs}` definitions** ({d['n_curves']} curves"
+        + (f", {short} cut below 7 points" if any(short.values()) else "")
+        + "; "
         f"absolute step {r['abs_step']:.3f}, plateau distance {r['plateau_distance']:.2f}, slope threshold {r['slope_threshold']})",
         "",
         "| feature | real (mean +- sd) | random N(mu, Sigma) | KS real vs random | published real | published random | published KS |",
         "|---|---|---|---|---|---|---|",
     ]
-    for k, v in doc["features"].items():
+    for k, v in d["features"].items():
         pub = (
             PUBLISHED_P1.get(k, ("", "", ""))
             if doc["config"]["scheme"] == ("absolute" if k == "plateau_length" else "relative")
@@ -42,6 +47,7 @@ def p1_table(doc: dict) -> str:
 
 
 def p2_table(doc: dict) -> str:
+    doc = doc | doc["detail"]
     lines = [
         f"**P2 stable regions** ({doc['n_pairs']} adjacent pairs, {doc['config']['n_steps']} steps, {doc['config']['variant']})",
         "",
@@ -61,6 +67,7 @@ def p2_table(doc: dict) -> str:
 
 
 def p3_table(doc: dict) -> str:
+    doc = doc | doc["detail"]
     L = doc["lengths"]
     lines = [
         f"**P3 sensitive directions** (units `{doc['config']['units']}`, {doc['config']['n_base']} base activations, lengths 0..{L[-1]:.1f})",
@@ -79,7 +86,9 @@ def p3_table(doc: dict) -> str:
 def main(folder: str) -> None:
     for path in sorted(Path(folder).glob("*.json")):
         doc = json.loads(path.read_text())
-        render = {"p1": p1_table, "p2": p2_table, "p3": p3_table}[doc["protocol"]]
+        render = {"p1": p1_table, "p2": p2_table, "p3": p3_table}.get(doc.get("kind"))
+        if render is None:
+            continue
         print(f"### `{path.name}`\n\n{render(doc)}\n\n![]({path.with_suffix('.png').name})\n")
 
 
