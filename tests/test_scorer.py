@@ -17,7 +17,7 @@ from challenge.scorer import (
 )
 from challenge.submission import generate
 
-CFG = ScoreConfig(n_curves=40, n_steps=20, n_boot=50)
+CFG = ScoreConfig(n_curves=40, n_steps=12, n_boot=50)
 BOARD = Path(__file__).resolve().parents[1] / "leaderboard" / "smollm2-135m-l1"
 LAYOUT = ["schema", "submission", "track", "config", "headline", "features", "provenance"]
 
