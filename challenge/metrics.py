@@ -221,6 +221,8 @@ def summarise(x) -> Summary:
 # under their own names, and results say which was used (``definitions`` of a P1 config).
 PUBLISHED_MS_NONE = 99  # MS when no slope exceeds the threshold (their num_steps - 1, fixed)
 PUBLISHED_AP_NONE = 100  # AP when the curve never reaches the distance (fixed, even when cut)
+PUBLISHED_AR_START = 6  # AR's first candidate step i (their ``aucs[5:]``)
+PUBLISHED_MIN_POINTS = PUBLISHED_AR_START + 1  # the shortest curve their AR accepts
 
 
 def max_slope_step_published(curves, threshold: float = SLOPE_THRESHOLD):
@@ -278,7 +280,7 @@ def nonlinearity_step_published(curves, end_step: int = NL_FIT_STEPS, threshold:
     return np.where(flag.any(axis=1), i[flag.argmax(axis=1)] - 1, n).astype(np.int64)
 
 
-def area_ratio_step_published(curves, start: int = 6):
+def area_ratio_step_published(curves, start: int = PUBLISHED_AR_START):
     """AR as published: for ``i = 1 .. n-1``, ``r_i = (v[i-1] * i / 2) / trapz(v[:i])`` (0 where
     the area is 0); the argmax over ``i >= start`` (first on ties) is returned as ``i - 1``."""
     a = _curves(curves)

@@ -174,12 +174,13 @@ def p1_features_published(
 ) -> dict[str, np.ndarray]:
     """Per-curve features as the papers' code computes them: MS (L2 and KL) and AR over
     ``curve[:cut]``, NL over the whole curve, AP over ``ap_curve[:ap_cut]`` of the AP experiment's
-    curves. A curve cut below the 7 points AR needs (their code fails on it) gets NaN features,
+    curves. A curve cut below the ``metrics.PUBLISHED_MIN_POINTS`` (7) points AR needs (their
+    code fails on it) gets NaN features,
     which the summaries and KS leave out (``detail['n_short']`` counts them)."""
     th, n = r["slope_threshold"], curves.l2.shape[1]
     feats = {k: np.full(len(cut), np.nan) for k in ("ms_l2", "ms_kl", "ar_l2")}
     for i, c in enumerate(np.minimum(cut, n)):
-        if c < 7:
+        if c < M.PUBLISHED_MIN_POINTS:
             continue
         feats["ms_l2"][i] = M.max_slope_step_published(curves.l2[i, :c], threshold=th)[0]
         feats["ms_kl"][i] = M.max_slope_step_published(curves.kl[i, :c], threshold=th)[0]
