@@ -3,7 +3,9 @@
 ```
 leaderboard/<track_id>/<submission>.json   score report (schema-validated)
 leaderboard/<track_id>/<submission>.png    its feature distributions vs held-out real
-leaderboard/<track_id>/README.md           the table, sorted by gap closed
+leaderboard/<track_id>/<submission>.npz    its arrays (per-point features, bootstrap scores)
+leaderboard/<track_id>/README.md           the table, ranked by paired bootstrap (ties share a rank)
+leaderboard/<track_id>/scores.png          every entry's score and 95 % interval
 leaderboard/<track_id>/index.html          sortable table (no external assets), each entry's plot
 ```
 """
@@ -16,14 +18,26 @@ from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+
 from challenge.errors import ChallengeError
+from challenge.ranking import rank
 from challenge.scorer import SCHEMA_ID, ScoreReport
 
 ROOT = Path("leaderboard")
+SCORE_TEXT = (
+    "Score = clip(2 (1 - AUC), 0, 1) of a cross-fitted classifier telling the entry's plateau "
+    "probes (radius around each point, sharpness toward its nearest real neighbour) from those "
+    "of held-out real activations in the same contexts: 1 = indistinguishable, 0 = always told "
+    "apart. Intervals: 95 % bootstrap over contexts; ranks from paired bootstrap differences, "
+    "and an entry not resolved from the one above shares its rank (tied)."
+)
 COLUMNS = [
     ("rank", "#"),
     ("name", "submission"),
-    ("gap_closed", "gap closed"),
+    ("score", "score"),
+    ("ci", "95 % interval"),
+    ("tie", "vs entry above"),
     ("mean_ks", "mean KS"),
     ("uses", "uses"),
     ("generator", "generator"),
@@ -32,11 +46,12 @@ COLUMNS = [
 
 def _identity(rep) -> tuple[str, str]:
     """What must be equal for two records to be ranked together: scorer config and track data."""
-    return json.dumps(asdict(rep.config), sort_keys=True), rep.track.manifest_sha256
+    cfg = json.dumps({"scorer": rep.scorer_version, **asdict(rep.config)}, sort_keys=True)
+    return cfg, rep.track.manifest_sha256
 
 
 def load_records(track_id: str, root: Path = ROOT) -> dict[Path, ScoreReport]:
-    """The ``plateau-score/1`` reports of a board (other JSON files are ignored), by file.
+    """The ``plateau-score/2`` reports of a board (other JSON files are ignored), by file.
 
     Raises ``ChallengeError`` naming the file when a record is malformed, or when a record was
     scored with another scorer config or on other track data (manifest sha256) than the
@@ -66,28 +81,70 @@ def load_records(track_id: str, root: Path = ROOT) -> dict[Path, ScoreReport]:
     return reps
 
 
+def _bootstrap(path: Path) -> np.ndarray:
+    npz = path.with_suffix(".npz")
+    try:
+        with np.load(npz) as z:
+            return z["bootstrap/score"]
+    except (OSError, KeyError, ValueError) as e:
+        raise ChallengeError(f"bootstrap scores unreadable: {e}", file=str(npz)) from None
+
+
 def load_entries(track_id: str, root: Path = ROOT) -> list[dict]:
-    """The board's rows, ranked by gap closed (then mean KS); see :func:`load_records`."""
+    """The board's rows, ranked by paired bootstrap differences (``challenge.ranking``): an
+    entry not resolved from the one above shares its rank; see :func:`load_records`."""
+    recs = load_records(track_id, root)
+    by_name = {rep.submission["name"]: (p, rep) for p, rep in recs.items()}
+    ranked = rank({n: (rep.headline.score, _bootstrap(p)) for n, (p, rep) in by_name.items()})
     rows = []
-    for rep in load_records(track_id, root).values():
-        sub = rep.submission
+    for r in ranked:
+        rep = by_name[r.name][1]
+        sub, h = rep.submission, rep.headline
+        tie = (
+            ""
+            if r.diff_ci is None
+            else f"{'tied' if r.tied_with_above else 'below'}: "
+            f"-{r.diff_to_above:.3f} [{r.diff_ci[0]:.3f}, {r.diff_ci[1]:.3f}]"
+        )
         rows.append(
             {
+                "rank": r.rank,
                 "name": sub["name"],
-                "gap_closed": rep.headline.gap_closed,
-                "mean_ks": rep.headline.mean_ks,
+                "score": h.score,
+                "ci": f"[{h.ci[0]:.3f}, {h.ci[1]:.3f}]",
+                "ci_low": h.ci[0],
+                "ci_high": h.ci[1],
+                "tie": tie,
+                "mean_ks": h.mean_ks,
                 "uses": ", ".join(sub["uses"]),
                 "generator": sub["generator"],
                 "plot": f"{sub['name']}.png",
                 "features": {k: v.ks for k, v in rep.features.items()},
             }
         )
-    rows.sort(
-        key=lambda r: (-(r["gap_closed"] if r["gap_closed"] is not None else -1e9), r["mean_ks"])
-    )
-    for i, r in enumerate(rows, 1):
-        r["rank"] = i
     return rows
+
+
+def plot_scores(track_id: str, rows: list[dict], path: Path) -> Path:
+    """Every entry's score with its 95 % interval, in rank order."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from challenge.plots import save_figure
+
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(rows) + 1.2))
+    y = np.arange(len(rows))[::-1]
+    s = np.array([r["score"] for r in rows])
+    lo, hi = np.array([r["ci_low"] for r in rows]), np.array([r["ci_high"] for r in rows])
+    ax.errorbar(s, y, xerr=[s - lo, hi - s], fmt="o", color="#1f77b4", capsize=3)
+    ax.set_yticks(y, [f"{r['rank']}. {r['name']}" for r in rows], fontsize=8)
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_xlabel("score = clip(2 (1 - AUC), 0, 1), 95 % bootstrap interval")
+    ax.set_title(f"{track_id}: plateau score", fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    return save_figure(fig, path, dpi=90)
 
 
 def _fmt(v) -> str:
@@ -99,13 +156,9 @@ def render_markdown(track_id: str, rows: list[dict]) -> str:
     body = "".join("| " + " | ".join(_fmt(r[c[0]]) for c in COLUMNS) + " |\n" for r in rows)
     return (
         f"# Leaderboard: `{track_id}`\n\n"
-        "Gap closed = (ceiling - KS) / (ceiling - floor), averaged over plateau features: 1 means as "
-        "close to held-out real activations as a second real sample, 0 as far as N(mu, Sigma). "
-        "See `challenge/scorer.py`; each entry's report is `<name>.json`, its plot `<name>.png`. "
-        "Resolution (measured on smollm2-135m-l1): at the default 100 curves per probe, rescoring "
-        "with scorer seeds 1 and 2 moved the top entries' gap closed by up to 0.37, so entries "
-        "closer than that are not separated "
-        "(docs/baselines.md, scorer resolution).\n\n" + head + body
+        f"{SCORE_TEXT} Each entry's report is `<name>.json`, its plot `<name>.png`; "
+        "design, probes and measured resolution in `docs/scoring.md`.\n\n"
+        "![scores](scores.png)\n\n" + head + body
     )
 
 
@@ -131,7 +184,8 @@ th,td{{border:1px solid #ccc;padding:4px 8px;font-size:14px;vertical-align:top}}
 th{{background:#eef;cursor:pointer;user-select:none}} th.sorted{{background:#ccf}}
 </style></head><body>
 <h1>Plateau challenge leaderboard: <code>{e(track_id)}</code></h1>
-<p>Gap closed = (ceiling &minus; KS) / (ceiling &minus; floor), averaged over plateau features. At 100 curves per probe (measured on smollm2-135m-l1), entries closer than ~0.4 are not separated by the scorer (docs/baselines.md). Click a column to sort.</p>
+<p>{e(SCORE_TEXT)} Click a column to sort.</p>
+<p><img src="scores.png" alt="scores with 95 % intervals"></p>
 <table id="board"><thead><tr>{ths}<th>plot</th></tr></thead>
 <tbody>{"".join(trs)}</tbody></table>
 <script>
@@ -160,6 +214,8 @@ def render(track_id: str, root: Path = ROOT) -> list[dict]:
     rows = load_entries(track_id, root)
     d = root / track_id
     d.mkdir(parents=True, exist_ok=True)
+    if rows:
+        plot_scores(track_id, rows, d / "scores.png")
     (d / "README.md").write_text(render_markdown(track_id, rows))
     (d / "index.html").write_text(render_html(track_id, rows))
     return rows

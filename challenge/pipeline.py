@@ -50,7 +50,8 @@ class MainConfig:
 class MainEntry:
     """One generator's outcome: its headline numbers, or why it was refused."""
 
-    gap_closed: float | None = None
+    score: float | None = None
+    ci: tuple[float, float] | None = None
     mean_ks: float | None = None
     refused: str | None = None
     seconds: float = 0.0
@@ -105,10 +106,10 @@ def run_main(
             # mix records of this run with older ones, which it refuses to rank together
             out = Path(cfg.board) / track.spec.track_id
             head = score_submission(path, track, lm, cfg.score, out=out).headline
-            entry = MainEntry(gap_closed=head.gap_closed, mean_ks=head.mean_ks)
-            g = entry.gap_closed
+            entry = MainEntry(score=head.score, ci=head.ci, mean_ks=head.mean_ks)
             log.info(
-                f"{name}: gap closed {g if g is None else round(g, 3)}, mean KS {entry.mean_ks:.3f}"
+                f"{name}: score {head.score:.3f} [{head.ci[0]:.3f}, {head.ci[1]:.3f}], "
+                f"mean KS {head.mean_ks:.3f}"
             )
         except ChallengeError as e:
             entry = MainEntry(refused=str(e))
