@@ -3,21 +3,36 @@
 ```
 leaderboard/<track_id>/<submission>.json   score report (schema-validated)
 leaderboard/<track_id>/<submission>.png    its feature distributions vs held-out real
-leaderboard/<track_id>/README.md           the table, sorted by gap closed
-leaderboard/<track_id>/index.html          sortable table (no external assets), each entry's plot
+leaderboard/<track_id>/README.md           one table per section, sorted by gap closed
+leaderboard/<track_id>/index.html          the same, sortable (no external assets), each entry's plot
 ```
+
+Sections (``SECTIONS``), from the record's ``submission.access`` that only the organiser's tools
+write (``challenge.access``; never the free-text ``uses``): **synthetic** entries are ranked;
+**reference** lines (the model run on other prompts, real rows, SAE reconstructions of real
+rows) are shown for comparison and never ranked; **unverified** entries (activations whose
+making nobody checked, and records without an access record) are listed in their own section,
+sorted but without a rank. Rendering is rows -> sections -> tables, so a column (e.g. an
+interval) is one entry of ``COLUMNS``.
+
+Every submitted string is escaped (``html.escape``; :func:`md_escape` for markdown), and no
+submitted string becomes a URL: a plot link is ``<name>.png`` built from a name that matches
+``challenge.submission.NAME_PATTERN`` and its record's file name.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import os
+import stat
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
 from challenge.errors import ChallengeError
 from challenge.scorer import SCHEMA_ID, ScoreReport
+from challenge.submission import NAME_PATTERN
 
 ROOT = Path("leaderboard")
 COLUMNS = [
@@ -25,31 +40,76 @@ COLUMNS = [
     ("name", "submission"),
     ("gap_closed", "gap closed"),
     ("mean_ks", "mean KS"),
+    ("verified_by", "verified"),
     ("uses", "uses"),
     ("generator", "generator"),
 ]
+SECTIONS = {
+    "synthetic": (
+        "Synthetic entries (ranked)",
+        "Model-free generators (the public split and the track's SAE, nothing else), run by the "
+        "organiser: in the sandbox (`plateau verify-generator`) or as an in-repo generator "
+        "whose declared access is enforced.",
+    ),
+    "reference": (
+        "Reference lines (model-derived or real; not ranked)",
+        "What real or model-made activations score: held-out real rows, SAE reconstructions of "
+        "real rows, the model run on other prompts. For comparison only.",
+    ),
+    "unverified": (
+        "Unverified submissions (activations only; not ranked)",
+        "Activations whose making was not checked (`plateau submit` of a folder): they may come "
+        "from the model or from real rows, so they are listed apart, sorted but not ranked.",
+    ),
+}
+MAX_RECORD_BYTES = 8 << 20
 
 
-def _identity(rep) -> tuple[str, str]:
-    """What must be equal for two records to be ranked together: scorer config and track data."""
-    return json.dumps(asdict(rep.config), sort_keys=True), rep.track.manifest_sha256
+def _identity(rep) -> tuple[str, str, str]:
+    """What must be equal for two records to be ranked together: scorer (schema and suite
+    version), scorer config and track data."""
+    scorer = f"{SCHEMA_ID} suite {rep.provenance.get('suite_version', '?')}"
+    return scorer, json.dumps(asdict(rep.config), sort_keys=True), rep.track.manifest_sha256
+
+
+def _read_record(p: Path) -> dict | None:
+    """A record file's JSON (``None`` when it is not a score report); refuses links, other
+    file kinds and oversized files, naming the file."""
+    st = os.lstat(p)
+    if not stat.S_ISREG(st.st_mode):
+        raise ChallengeError("not a regular file (a link, pipe or device)", file=str(p))
+    if st.st_size > MAX_RECORD_BYTES:
+        raise ChallengeError(f"{st.st_size} bytes, more than {MAX_RECORD_BYTES}", file=str(p))
+    try:
+        doc = json.loads(p.read_bytes().decode("utf-8"))
+    except (ValueError, RecursionError) as e:
+        raise ChallengeError(f"not valid JSON ({str(e)[:80]})", file=str(p)) from None
+    return doc if isinstance(doc, dict) and doc.get("schema") == SCHEMA_ID else None
 
 
 def load_records(track_id: str, root: Path = ROOT) -> dict[Path, ScoreReport]:
     """The ``plateau-score/1`` reports of a board (other JSON files are ignored), by file.
 
-    Raises ``ChallengeError`` naming the file when a record is malformed, or when a record was
-    scored with another scorer config or on other track data (manifest sha256) than the
+    Raises ``ChallengeError`` naming the file when a record is malformed, when its submission
+    name is not a valid name or not its file's name, or when it was scored by another scorer
+    version, with another scorer config or on other track data (manifest sha256) than the
     majority of the board: such numbers are not comparable (e.g. a ``--quick`` run)."""
     reps: dict[Path, ScoreReport] = {}
     for p in sorted((root / track_id).glob("*.json")):
-        doc = json.loads(p.read_text())
-        if not isinstance(doc, dict) or doc.get("schema") != SCHEMA_ID:
+        doc = _read_record(p)
+        if doc is None:
             continue
         try:
             reps[p] = ScoreReport.from_json(doc)
         except (KeyError, TypeError, ChallengeError) as e:
             raise ChallengeError(f"not a valid score report: {e}", file=str(p)) from None
+        name = reps[p].submission.get("name") if isinstance(reps[p].submission, dict) else None
+        if not isinstance(name, str) or NAME_PATTERN.fullmatch(name) is None or name != p.stem:
+            raise ChallengeError(
+                f"submission name {str(name)[:80]!r} is not a valid name equal to the file's",
+                file=str(p),
+                field="submission.name",
+            )
     if not reps:
         return reps
     ids = {p: _identity(r) for p, r in reps.items()}
@@ -57,55 +117,117 @@ def load_records(track_id: str, root: Path = ROOT) -> dict[Path, ScoreReport]:
     for p, key in ids.items():
         if key != majority:
             raise ChallengeError(
-                f"scored with config {key[0]} on track manifest {key[1]}, but {count} of the "
-                f"{len(ids)} records use config {majority[0]} on manifest {majority[1]}; "
-                "records with other settings are not ranked together (score it again with the "
-                "board's settings, or keep it on another board)",
+                f"scored by {key[0]} with config {key[1]} on track manifest {key[2]}, but "
+                f"{count} of the {len(ids)} records are {majority[0]} with config {majority[1]} "
+                f"on manifest {majority[2]}; records with other settings are not ranked "
+                "together (score it again with the board's settings, or keep it on another board)",
                 file=str(p),
             )
     return reps
 
 
+def category(rep: ScoreReport) -> tuple[str, str]:
+    """A record's section and how it was verified, from its organiser-written ``access``
+    record (records without one are ``unverified``)."""
+    acc = rep.submission.get("access") if isinstance(rep.submission, dict) else None
+    if isinstance(acc, dict) and acc.get("category") in SECTIONS:
+        return acc["category"], str(acc.get("verified_by", "none"))
+    return "unverified", "none"
+
+
+def _text(v) -> str:
+    """A submitted value as text (lists joined)."""
+    if isinstance(v, list):
+        return ", ".join(str(x) for x in v)
+    return "" if v is None else str(v)
+
+
 def load_entries(track_id: str, root: Path = ROOT) -> list[dict]:
-    """The board's rows, ranked by gap closed (then mean KS); see :func:`load_records`."""
+    """The board's rows, grouped by section (``SECTIONS`` order), each sorted by gap closed
+    (then mean KS); ``rank`` is the place among synthetic entries (``None`` elsewhere). See
+    :func:`load_records`."""
     rows = []
     for rep in load_records(track_id, root).values():
         sub = rep.submission
+        section, verified = category(rep)
         rows.append(
             {
                 "name": sub["name"],
+                "section": section,
+                "verified_by": verified,
                 "gap_closed": rep.headline.gap_closed,
                 "mean_ks": rep.headline.mean_ks,
-                "uses": ", ".join(sub["uses"]),
-                "generator": sub["generator"],
+                "uses": _text(sub.get("uses")),
+                "generator": _text(sub.get("generator")),
                 "plot": f"{sub['name']}.png",
                 "features": {k: v.ks for k, v in rep.features.items()},
             }
         )
+    order = list(SECTIONS)
     rows.sort(
-        key=lambda r: (-(r["gap_closed"] if r["gap_closed"] is not None else -1e9), r["mean_ks"])
+        key=lambda r: (
+            order.index(r["section"]),
+            -(r["gap_closed"] if r["gap_closed"] is not None else -1e9),
+            r["mean_ks"],
+        )
     )
-    for i, r in enumerate(rows, 1):
-        r["rank"] = i
+    place = 0
+    for r in rows:
+        r["rank"] = None
+        if r["section"] == "synthetic":
+            place += 1
+            r["rank"] = place
     return rows
 
 
+def sections(rows: list[dict]) -> dict[str, list[dict]]:
+    """Rows by section, in ``SECTIONS`` order (empty sections left out)."""
+    out = {k: [r for r in rows if r["section"] == k] for k in SECTIONS}
+    return {k: v for k, v in out.items() if v}
+
+
+_MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]<>|#!~"})
+
+
+def md_escape(s: str) -> str:
+    """``s`` safe inside a markdown table cell: line breaks become spaces, markdown and HTML
+    punctuation is backslash-escaped (so no ``|`` ends a cell, no backtick, link or tag)."""
+    s = " ".join(str(s).splitlines())
+    return s.translate(_MD_SPECIAL)
+
+
 def _fmt(v) -> str:
-    return "n/a" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
+    if v is None:
+        return "n/a"
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def _cell(r: dict, key: str) -> str:
+    if key == "rank" and r["rank"] is None:
+        return "-"
+    return _fmt(r[key])
 
 
 def render_markdown(track_id: str, rows: list[dict]) -> str:
     head = "| " + " | ".join(c[1] for c in COLUMNS) + " |\n|" + "---|" * len(COLUMNS) + "\n"
-    body = "".join("| " + " | ".join(_fmt(r[c[0]]) for c in COLUMNS) + " |\n" for r in rows)
+    parts = []
+    for key, section_rows in sections(rows).items():
+        title, intro = SECTIONS[key]
+        body = "".join(
+            "| " + " | ".join(md_escape(_cell(r, c[0])) for c in COLUMNS) + " |\n"
+            for r in section_rows
+        )
+        parts.append(f"## {title}\n\n{intro}\n\n{head}{body}")
     return (
-        f"# Leaderboard: `{track_id}`\n\n"
+        f"# Leaderboard: `{md_escape(track_id)}`\n\n"
         "Gap closed = (ceiling - KS) / (ceiling - floor), averaged over plateau features: 1 means as "
         "close to held-out real activations as a second real sample, 0 as far as N(mu, Sigma). "
         "See `challenge/scorer.py`; each entry's report is `<name>.json`, its plot `<name>.png`. "
         "Resolution (measured on smollm2-135m-l1): at the default 100 curves per probe, rescoring "
         "with scorer seeds 1 and 2 moved the top entries' gap closed by up to 0.37, so entries "
         "closer than that are not separated "
-        "(docs/baselines.md, scorer resolution).\n\n" + head + body
+        "(docs/baselines.md, scorer resolution). Sections and what is verified: "
+        "docs/integrity.md.\n\n" + "\n".join(parts)
     )
 
 
@@ -114,14 +236,24 @@ def render_html(track_id: str, rows: list[dict]) -> str:
     ths = "".join(
         f'<th data-key="{k}" onclick="sortBy(\'{k}\')">{e(label)}</th>' for k, label in COLUMNS
     )
-    trs = []
-    for r in rows:
-        cells = "".join(
-            f'<td data-key="{k}" data-v="{e(str(r[k]) if r[k] is not None else "")}">{e(_fmt(r[k]))}</td>'
-            for k, _ in COLUMNS
-        )
-        trs.append(
-            f'<tr id="row-{e(r["name"])}">{cells}<td><a href="{e(r["plot"])}"><img src="{e(r["plot"])}" alt="{e(r["name"])} plot" width="360"></a></td></tr>'
+    tables = []
+    for key, section_rows in sections(rows).items():
+        title, intro = SECTIONS[key]
+        trs = []
+        for r in section_rows:
+            cells = "".join(
+                f'<td data-key="{k}" data-v="{e(str(r[k]) if r[k] is not None else "")}">'
+                f"{e(_cell(r, k))}</td>"
+                for k, _ in COLUMNS
+            )
+            name = r["name"]  # NAME_PATTERN checked by load_records: safe as a link and an id
+            trs.append(
+                f'<tr id="row-{e(name)}">{cells}<td><a href="./{e(name)}.png">'
+                f'<img src="./{e(name)}.png" alt="{e(name)} plot" width="360"></a></td></tr>'
+            )
+        tables.append(
+            f'<h2>{e(title)}</h2>\n<p>{e(intro)}</p>\n<table class="board" id="board-{key}">'
+            f"<thead><tr>{ths}<th>plot</th></tr></thead>\n<tbody>{''.join(trs)}</tbody></table>"
         )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Plateau challenge leaderboard: {e(track_id)}</title>
@@ -131,22 +263,22 @@ th,td{{border:1px solid #ccc;padding:4px 8px;font-size:14px;vertical-align:top}}
 th{{background:#eef;cursor:pointer;user-select:none}} th.sorted{{background:#ccf}}
 </style></head><body>
 <h1>Plateau challenge leaderboard: <code>{e(track_id)}</code></h1>
-<p>Gap closed = (ceiling &minus; KS) / (ceiling &minus; floor), averaged over plateau features. At 100 curves per probe (measured on smollm2-135m-l1), entries closer than ~0.4 are not separated by the scorer (docs/baselines.md). Click a column to sort.</p>
-<table id="board"><thead><tr>{ths}<th>plot</th></tr></thead>
-<tbody>{"".join(trs)}</tbody></table>
+<p>Gap closed = (ceiling &minus; KS) / (ceiling &minus; floor), averaged over plateau features. At 100 curves per probe (measured on smollm2-135m-l1), entries closer than ~0.4 are not separated by the scorer (docs/baselines.md). Only synthetic entries are ranked (docs/integrity.md). Click a column to sort.</p>
+{chr(10).join(tables)}
 <script>
 let dir = {{}};
 function sortBy(key) {{
-  const body = document.querySelector('#board tbody');
-  const rows = Array.from(body.rows);
   dir[key] = -(dir[key] || -1);
-  rows.sort((a, b) => {{
-    const x = a.querySelector(`td[data-key="${{key}}"]`).dataset.v, y = b.querySelector(`td[data-key="${{key}}"]`).dataset.v;
-    const nx = parseFloat(x), ny = parseFloat(y);
-    const c = (isNaN(nx) || isNaN(ny)) ? x.localeCompare(y) : nx - ny;
-    return dir[key] * c;
+  document.querySelectorAll('table.board tbody').forEach(body => {{
+    const rows = Array.from(body.rows);
+    rows.sort((a, b) => {{
+      const x = a.querySelector(`td[data-key="${{key}}"]`).dataset.v, y = b.querySelector(`td[data-key="${{key}}"]`).dataset.v;
+      const nx = parseFloat(x), ny = parseFloat(y);
+      const c = (isNaN(nx) || isNaN(ny)) ? x.localeCompare(y) : nx - ny;
+      return dir[key] * c;
+    }});
+    rows.forEach(r => body.appendChild(r));
   }});
-  rows.forEach(r => body.appendChild(r));
   document.querySelectorAll('th').forEach(th => th.classList.toggle('sorted', th.dataset.key === key));
   document.body.dataset.sortedBy = key;
 }}

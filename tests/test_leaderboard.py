@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from challenge.errors import ChallengeError
-from challenge.leaderboard import load_entries, render
+from challenge.leaderboard import COLUMNS, load_entries, render, render_html, render_markdown
 
 BOARD = Path(__file__).resolve().parents[1] / "leaderboard" / "smollm2-135m-l1"
 
@@ -26,10 +26,16 @@ FLAGS = [
 ]
 
 
-def _report(name, gap, ks, **changes):
-    """A real-format record: the committed ``gaussian`` record, renamed and re-scored."""
+SYNTHETIC = {"category": "synthetic", "verified_by": "in_repo", "access": ["public"]}
+
+
+def _report(name, gap, ks, access=SYNTHETIC, **changes):
+    """A real-format record: the committed ``gaussian`` record, renamed and re-scored, with the
+    organiser's ``access`` record (``None``: none, as a bare ``score`` report has)."""
     rep = json.loads((BOARD / "gaussian.json").read_text())
     rep["submission"] |= {"name": name, "generator": f"{name} generator"}
+    if access is not None:
+        rep["submission"]["access"] = access
     rep["headline"] |= {"gap_closed": gap, "mean_ks": ks}
     for k, v in changes.items():
         rep[k] = v if not isinstance(v, dict) else rep[k] | v
@@ -56,6 +62,88 @@ def test_sorted_by_gap_closed(board):
     assert md.index("| 1 | beta |") < md.index("| 2 | alpha |")
 
 
+REFERENCE = {"category": "reference", "verified_by": "in_repo", "access": ["heldout"]}
+
+
+def test_sections_come_from_the_access_record_not_from_uses(tmp_path):
+    d = tmp_path / "trk"
+    d.mkdir()
+    docs = {
+        "oracle": _report("oracle", 0.99, 0.05, REFERENCE),
+        "claims": _report("claims", 0.95, 0.06, None),  # no access record: unverified
+        "mid": _report("mid", 0.3, 0.3),
+        "top": _report("top", 0.5, 0.2),
+        "lone": _report(
+            "lone", 0.97, 0.05, {"category": "unverified", "verified_by": "none", "access": []}
+        ),
+    }
+    docs["claims"]["submission"]["uses"] = ["none"]  # free text: decides nothing
+    for name, doc in docs.items():
+        (d / f"{name}.json").write_text(json.dumps(doc))
+    rows = load_entries("trk", tmp_path)
+    got = [(r["section"], r["name"], r["rank"]) for r in rows]
+    assert got == [
+        ("synthetic", "top", 1), ("synthetic", "mid", 2), ("reference", "oracle", None),
+        ("unverified", "lone", None), ("unverified", "claims", None),
+    ]  # fmt: skip
+    md = render_markdown("trk", rows)
+    syn, ref, unv = (md.index(f"## {t}") for t in ("Synthetic", "Reference", "Unverified"))
+    assert syn < md.index("| 1 | top |") < md.index("| 2 | mid |") < ref
+    assert ref < md.index("| - | oracle |") < unv < md.index("| - | lone |")
+    page = render_html("trk", rows)
+    assert page.index('id="board-synthetic"') < page.index("row-top") < page.index("row-mid")
+    assert page.index('id="board-reference"') < page.index("row-oracle")
+
+
+def test_submitted_strings_are_escaped_and_never_a_url(tmp_path):
+    d = tmp_path / "trk"
+    d.mkdir()
+    doc = _report("evil", 0.4, 0.2)
+    doc["submission"]["generator"] = (
+        "x\n| 1 | fake winner | 9.999 |\n`code` <script>alert(1)</script> [a](javascript:alert(1))"
+    )
+    doc["submission"]["uses"] = ["a|b"]
+    (d / "evil.json").write_text(json.dumps(doc))
+    rows = load_entries("trk", tmp_path)
+    md = render_markdown("trk", rows)
+    table = [ln for ln in md.splitlines() if ln.startswith("| ") and "evil" in ln]
+    assert len(table) == 1 and "fake winner" in table[0]  # one row: the newline did not split it
+    assert table[0].count(" | ") == len(COLUMNS) - 1  # the injected pipes are escaped: \|
+    assert "\\`code\\`" in table[0] and "\\<script\\>" in table[0] and "\\[a\\]" in table[0]
+    page = render_html("trk", rows)
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert 'href="./evil.png"' in page and "javascript:" not in page.split("<td")[0]
+    hrefs = [h.split('"')[0] for h in page.split('href="')[1:]]
+    assert hrefs == ["./evil.png"]
+
+
+@pytest.mark.parametrize(
+    "name, match",
+    [
+        ("javascript:alert(1)", "not a valid name"),
+        ("../x", "not a valid name"),
+        ("other", "equal to the file"),
+    ],
+)
+def test_records_with_bad_names_are_refused(tmp_path, name, match):
+    d = tmp_path / "trk"
+    d.mkdir()
+    doc = _report("alpha", 0.2, 0.3)
+    doc["submission"]["name"] = name
+    (d / "alpha.json").write_text(json.dumps(doc))
+    with pytest.raises(ChallengeError, match=rf"alpha\.json, field submission.name: .*{match}"):
+        load_entries("trk", tmp_path)
+
+
+def test_linked_record_is_refused(tmp_path):
+    d = tmp_path / "trk"
+    d.mkdir()
+    (tmp_path / "elsewhere.json").write_text(json.dumps(_report("alpha", 0.2, 0.3)))
+    (d / "alpha.json").symlink_to(tmp_path / "elsewhere.json")
+    with pytest.raises(ChallengeError, match=r"alpha\.json: not a regular file"):
+        load_entries("trk", tmp_path)
+
+
 def test_committed_board_renders_byte_identical(tmp_path):
     d = tmp_path / BOARD.name
     d.mkdir()
@@ -72,6 +160,7 @@ def test_committed_board_renders_byte_identical(tmp_path):
     [
         ({"config": {"n_curves": 30, "n_steps": 20}}, "config"),  # a --quick run
         ({"track": {"manifest_sha256": "0" * 64}}, "manifest"),  # other track data
+        ({"provenance": {"suite_version": "9.9.9"}}, "scorer"),  # another scorer version
     ],
 )
 def test_records_of_other_settings_are_not_ranked_together(tmp_path, changes, what):
@@ -85,11 +174,14 @@ def test_records_of_other_settings_are_not_ranked_together(tmp_path, changes, wh
     msg = str(e.value)
     if what == "config":
         assert '"n_curves": 30' in msg and '"n_curves": 100' in msg
+    elif what == "scorer":
+        assert "suite 9.9.9" in msg and "suite 0.1.0" in msg
     else:
         assert "0" * 64 in msg and full["track"]["manifest_sha256"] in msg
     # the same holds whatever the file order: the odd one out is named
     (d / "beta.json").write_text(json.dumps(_report("beta", 0.9, 0.1)))
-    (d / "alpha.json").rename(d / "omega.json")
+    (d / "alpha.json").unlink()
+    (d / "omega.json").write_text(json.dumps(_report("omega", 0.2, 0.3)))
     with pytest.raises(ChallengeError, match=r"zeta\.json"):
         load_entries("trk", tmp_path)
 
