@@ -20,10 +20,16 @@ false-refusal rate ``alpha`` for a real sample:
   (e.g. token_cluster, whose rows gather around the per-token means), but not in the range
   where real rows have near-twins.
 
-Both tests run twice: on each submitted row's distance to the nearest real row, and on its
-distance to the nearest *other submitted* row (near-duplicates inside the submission; a real
-sample of n rows has within-sample distances no smaller than its distances to the larger ``R``,
-so the same calibration is conservative there). See docs/integrity.md for the margins measured.
+Both tests run on each submitted row's distance to the nearest real row. Near-duplicates inside
+the submission (one row repeated with jitter) get the close-rows test on each row's distance to
+the nearest *other submitted* row, with the stricter ``tau_self`` = ``SELF_FRACTION`` x the ``Q_SELF``
+quantile of the real distances ("closer to each other than real rows ever are", with room for
+honest maps that pull real near-twins together, e.g. ``structured`` on twin public rows: 0.66 x
+the real minimum measured on the tiny track; a real sample of n rows has
+within-sample distances no smaller than its distances to the larger ``R``, so the calibration
+is conservative there). No shift test there: an honest generator may be less diverse than real
+data (e.g. SAE compositions from a small dictionary) without copying anything. See
+docs/integrity.md for the margins measured.
 """
 
 from __future__ import annotations
@@ -42,6 +48,11 @@ ALPHA = 1e-3
 """False-refusal rate of each test for a real sample."""
 CALIBRATION_CONFIDENCE = 0.95
 """Confidence of the upper bound on the real rate of close rows (``tau`` is itself estimated)."""
+Q_SELF = 0.001
+"""Quantile below which two submitted rows count as near-duplicates of each other."""
+SELF_FRACTION = 0.5
+"""``tau_self`` is this fraction of the ``Q_SELF`` quantile (the allowed count is that of the
+quantile itself, so conservative)."""
 Q_SHIFT = 0.2
 """The shift test looks at distances below this quantile of the real ones."""
 SHOW_ROWS = 8
@@ -76,28 +87,46 @@ class Calibration:
     """upper bound (``CALIBRATION_CONFIDENCE``) on a fresh real row's chance to fall below tau"""
     t_shift: float
     """the ``Q_SHIFT`` quantile of ``real``: the shift test's range"""
+    tau_self: float
+    """``SELF_FRACTION`` x the ``Q_SELF`` quantile of ``real``: the near-duplicate threshold"""
+    p_self: float
+    """upper bound on a real row's chance to fall below ``tau_self``"""
 
     def quantiles(self) -> dict[str, float]:
         return {f"q{q:g}": float(np.quantile(self.real, q)) for q in (0.001, 0.01, 0.05, 0.5)}
 
 
-def calibrate(real: Float[Tensor, "m d"], q_low: float = Q_LOW) -> Calibration:
-    """The calibration of a set of real rows (see the module docstring)."""
+def _below(loo: np.ndarray, q: float) -> tuple[float, float]:
+    """The ``q`` quantile of ``loo`` and the upper bound (``CALIBRATION_CONFIDENCE``,
+    Clopper-Pearson) on the chance of a fresh real value to fall below it."""
     from scipy.stats import beta
 
-    loo = np.sort(nearest_distances(real, real, exclude_self=True).numpy())
-    m = len(loo)
-    tau = float(np.quantile(loo, q_low))
+    m, tau = len(loo), float(np.quantile(loo, q))
     k = int((loo < tau).sum())
-    p = float(beta.ppf(CALIBRATION_CONFIDENCE, k + 1, m - k)) if k < m else 1.0
-    return Calibration(real=loo, tau=tau, p_close=p, t_shift=float(np.quantile(loo, Q_SHIFT)))
+    return tau, float(beta.ppf(CALIBRATION_CONFIDENCE, k + 1, m - k)) if k < m else 1.0
 
 
-def allowed_close(n: int, cal: Calibration, alpha: float = ALPHA) -> int:
-    """Most rows of a real sample of ``n`` below ``tau`` (the binomial's ``1 - alpha`` quantile)."""
+def calibrate(real: Float[Tensor, "m d"], q_low: float = Q_LOW) -> Calibration:
+    """The calibration of a set of real rows (see the module docstring)."""
+    loo = np.sort(nearest_distances(real, real, exclude_self=True).numpy())
+    tau, p = _below(loo, q_low)
+    tau_self, p_self = _below(loo, Q_SELF)
+    return Calibration(
+        real=loo,
+        tau=tau,
+        p_close=p,
+        t_shift=float(np.quantile(loo, Q_SHIFT)),
+        tau_self=SELF_FRACTION * tau_self,
+        p_self=p_self,
+    )
+
+
+def allowed_close(n: int, p: float, alpha: float = ALPHA) -> int:
+    """Most rows of a real sample of ``n`` below a threshold a real row falls below with
+    chance ``p`` (the binomial's ``1 - alpha`` quantile)."""
     from scipy.stats import binom
 
-    return int(binom.ppf(1 - alpha, n, cal.p_close))
+    return int(binom.ppf(1 - alpha, n, p))
 
 
 def ks_critical(n: int, m: int, alpha: float = ALPHA) -> float:
@@ -136,9 +165,14 @@ class Finding:
         )
         rows = ", ".join(map(str, self.rows)) + (", ..." if self.count > len(self.rows) else "")
         if self.test == "close":
+            what = (
+                f"the {Q_LOW:.0%} quantile"
+                if self.against == "real"
+                else f"{SELF_FRACTION:g} x the {Q_SELF:.1%} quantile"
+            )
             return (
                 f"copy check: {self.count} of {n} rows lie closer to {where} than "
-                f"{self.threshold:.3f} (the {Q_LOW:.0%} quantile of real-to-real nearest-neighbour "
+                f"{self.threshold:.3f} ({what} of real-to-real nearest-neighbour "
                 f"distances); a real sample of {n} rows has at most {self.allowed} "
                 f"(p < {ALPHA:g}); closest rows: {rows}"
             )
@@ -150,17 +184,11 @@ class Finding:
         )
 
 
-def _close(d: np.ndarray, cal: Calibration, against: str) -> Finding:
-    below = np.flatnonzero(d < cal.tau)
+def _close(d: np.ndarray, tau: float, p: float, against: str) -> Finding:
+    below = np.flatnonzero(d < tau)
     order = below[np.argsort(d[below], kind="stable")]
-    return Finding(
-        "close",
-        against,
-        len(below),
-        allowed_close(len(d), cal),
-        cal.tau,
-        order[:SHOW_ROWS].tolist(),
-    )
+    allowed = allowed_close(len(d), p)
+    return Finding("close", against, len(below), allowed, tau, order[:SHOW_ROWS].tolist())
 
 
 def _shift(d: np.ndarray, cal: Calibration, against: str) -> Finding:
@@ -191,23 +219,23 @@ def _shift(d: np.ndarray, cal: Calibration, against: str) -> Finding:
 def copy_findings(
     x: Float[Tensor, "n d"], real: Float[Tensor, "m d"], cal: Calibration
 ) -> tuple[list[Finding], dict[str, float]]:
-    """The four tests on submission ``x`` against the real rows ``real`` (calibrated by ``cal``)
+    """The three tests on submission ``x`` against the real rows ``real`` (calibrated by ``cal``)
     and the statistics a report keeps."""
     to_real = nearest_distances(x, real).numpy()
     to_self = nearest_distances(x, x, exclude_self=True).numpy()
     found = [
-        _close(to_real, cal, "real"),
-        _close(to_self, cal, "itself"),
+        _close(to_real, cal.tau, cal.p_close, "real"),
+        _close(to_self, cal.tau_self, cal.p_self, "itself"),
         _shift(to_real, cal, "real"),
-        _shift(to_self, cal, "itself"),
     ]
     stats = {
         "copy_tau": cal.tau,
+        "copy_tau_self": cal.tau_self,
         "copy_allowed_close": float(found[0].allowed),
+        "copy_allowed_close_itself": float(found[1].allowed),
         "copy_close_real": float(found[0].count),
         "copy_close_itself": float(found[1].count),
         "copy_ks_real": float(found[2].statistic or 0.0),
-        "copy_ks_itself": float(found[3].statistic or 0.0),
         "copy_ks_critical": float(found[2].critical or 0.0),
         "nn_real_median": float(np.median(to_real)),
         "nn_real_q01": float(np.quantile(to_real, 0.01)),
