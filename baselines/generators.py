@@ -18,6 +18,12 @@ The published recipes (P1, Giglemiani et al. 2024; see docs/baselines.md for rec
 | spliced_prompts | new: the model's activation for (context of one public prompt + last token of another) | public, model |
 | unigram_prompts | ablation: the model's activation for i.i.d. unigram-token prompts | public, model |
 
+Each generator declares ``access`` (``challenge.access``: what it may touch; the pipeline
+enforces it, and its board category follows from it): ``public`` for the public-only ones,
+``public, sae`` for the SAE ones (synthetic, ranked), ``public, model`` for spliced / unigram
+prompts and ``heldout`` for the oracle (reference lines). ``sae_reconstruction`` also sets
+``reference = True``: it reproduces public rows through the SAE, so it is a reference line too.
+
 All randomness flows from the ``seed`` of ``sample`` (a CPU ``torch.Generator``); ``fit`` is
 deterministic. SAE generators take the track's SAE from ``challenge.sae.track_sae`` (trained on
 first use, cached) unless one is passed to the constructor.
@@ -46,7 +52,7 @@ def _rows(n: int, n_avail: int, g: torch.Generator) -> Tensor:
 class Isotropic:
     """Isotropic Gaussian directions scaled to norms drawn from the public real norms."""
 
-    name, uses = "isotropic", ["public_activations"]
+    name, uses, access = "isotropic", ["public_activations"], ("public",)
     description = (
         "isotropic Gaussian, each row rescaled to a norm sampled from the public real norms"
     )
@@ -64,7 +70,7 @@ class Isotropic:
 class Gaussian:
     """N(mu, Sigma) of the public real activations (P1's "random" targets)."""
 
-    name, uses = "gaussian", ["public_activations"]
+    name, uses, access = "gaussian", ["public_activations"], ("public",)
     description = "multivariate normal with the mean and covariance of the public real activations"
 
     def fit(self, track, lm) -> None:
@@ -77,7 +83,7 @@ class Gaussian:
 class Interpolation:
     """Convex mixtures of two distinct public real activations, alpha ~ U(0.25, 0.75)."""
 
-    name, uses = "interpolation", ["public_activations"]
+    name, uses, access = "interpolation", ["public_activations"], ("public",)
     description = (
         "x = (1 - alpha) a_i + alpha a_j of two public real activations, alpha ~ U(0.25, 0.75)"
     )
@@ -97,7 +103,7 @@ class HeldoutReal:
     """Oracle upper bound: held-out real activations outside the scorer's reference half (a real
     sample disjoint from the reference; uses held-out data)."""
 
-    name, uses = "heldout_real", ["heldout_activations"]
+    name, uses, access = "heldout_real", ["heldout_activations"], ("heldout",)
     description = (
         "oracle: held-out real activations outside the scorer's reference half (in a seeded order)"
     )
@@ -181,7 +187,7 @@ def sparsity_neighbours(log_freq: Tensor, candidates: Tensor, k: int) -> Tensor:
 class _SAEGenerator:
     """Shared state of the SAE generators: the SAE, public codes, latent classes, neighbours."""
 
-    uses = ["public_activations", "sae"]
+    uses, access = ["public_activations", "sae"], ("public", "sae")
     name = description = ""
 
     def __init__(self, sae=None, sae_cfg=None):
@@ -227,6 +233,7 @@ class SAEReconstruction(_SAEGenerator):
     """SAE reconstruction of public activations (P1's "SAE reconstruction")."""
 
     name = "sae_reconstruction"
+    reference = True  # SAE(x) of real rows: a reference line, not a synthetic entry
     description = "SAE(x) of public real activations (decode(encode(x)); no held-out data)"
 
     def compose(self, n: int, seed: int) -> dict[str, Tensor]:
@@ -376,7 +383,7 @@ class TokenCluster:
     1/n_t term is the predictive spread of an estimated mean, so singleton tokens are not copied).
     """
 
-    name, uses = "token_cluster", ["public_activations"]
+    name, uses, access = "token_cluster", ["public_activations"], ("public",)
     description = "new: per-last-token Gaussian: N(public mean of the token's rows, pooled within-token covariance x (1 + 1/n_t)), tokens drawn with their public frequency"
 
     def __init__(self, shrink: float = 1.0):
@@ -416,7 +423,7 @@ class SplicedPrompts:
     token is drawn i.i.d. from the public unigram distribution instead (no natural context at
     all)."""
 
-    uses = ["public_activations", "model"]
+    uses, access = ["public_activations", "model"], ("public", "model")
 
     def __init__(self, unigram: bool = False):
         self.unigram = unigram

@@ -4,16 +4,31 @@
 leaderboard/<track_id>/<submission>.json   score report (schema-validated)
 leaderboard/<track_id>/<submission>.png    its feature distributions vs held-out real
 leaderboard/<track_id>/<submission>.npz    its arrays (per-point features, bootstrap scores)
-leaderboard/<track_id>/README.md           the table, ranked by paired bootstrap (ties share a rank)
-leaderboard/<track_id>/scores.png          every entry's score and 95 % interval
-leaderboard/<track_id>/index.html          sortable table (no external assets), each entry's plot
+leaderboard/<track_id>/README.md           one table per section; synthetic entries ranked by
+                                           paired bootstrap differences (ties share a rank)
+leaderboard/<track_id>/scores.png          every entry's score and 95 % interval, by section
+leaderboard/<track_id>/index.html          the same, sortable (no external assets), each entry's plot
 ```
+
+Sections (``SECTIONS``), from the record's ``submission.access`` that only the organiser's tools
+write (``challenge.access``; never the free-text ``uses``): **synthetic** entries are ranked;
+**reference** lines (the model run on other prompts, real rows, SAE reconstructions of real
+rows) are shown for comparison and never ranked; **unverified** entries (activations whose
+making nobody checked, and records without an access record) are listed in their own section,
+sorted but without a rank. Rendering is rows -> sections -> tables, so a column (e.g. an
+interval) is one entry of ``COLUMNS``.
+
+Every submitted string is escaped (``html.escape``; :func:`md_escape` for markdown), and no
+submitted string becomes a URL: a plot link is ``<name>.png`` built from a name that matches
+``challenge.submission.NAME_PATTERN`` and its record's file name.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import os
+import stat
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
@@ -23,14 +38,15 @@ import numpy as np
 from challenge.errors import ChallengeError
 from challenge.ranking import rank
 from challenge.scorer import SCHEMA_ID, ScoreReport
+from challenge.submission import NAME_PATTERN
 
 ROOT = Path("leaderboard")
 SCORE_TEXT = (
     "Score = clip(2 (1 - AUC), 0, 1) of a cross-fitted classifier telling the entry's plateau "
     "probes (radius around each point, sharpness toward its nearest real neighbour) from those "
     "of held-out real activations in the same contexts: 1 = indistinguishable, 0 = always told "
-    "apart. Intervals: 95 % bootstrap over contexts; ranks from paired bootstrap differences, "
-    "and an entry not resolved from the one above shares its rank (tied)."
+    "apart. Intervals: 95 % bootstrap over contexts. Synthetic entries are ranked by paired "
+    "bootstrap differences: an entry not resolved from the one above shares its rank (tied)."
 )
 COLUMNS = [
     ("rank", "#"),
@@ -39,32 +55,78 @@ COLUMNS = [
     ("ci", "95 % interval"),
     ("tie", "vs entry above"),
     ("mean_ks", "mean KS"),
+    ("verified_by", "verified"),
     ("uses", "uses"),
     ("generator", "generator"),
 ]
+SECTIONS = {
+    "synthetic": (
+        "Synthetic entries (ranked)",
+        "Model-free generators (the public split and the track's SAE, nothing else), run by the "
+        "organiser: in the sandbox (`plateau verify-generator`) or as an in-repo generator "
+        "whose declared access is enforced.",
+    ),
+    "reference": (
+        "Reference lines (model-derived or real; not ranked)",
+        "What real or model-made activations score: held-out real rows, SAE reconstructions of "
+        "real rows, the model run on other prompts. For comparison only.",
+    ),
+    "unverified": (
+        "Unverified submissions (activations only; not ranked)",
+        "Activations whose making was not checked (`plateau submit` of a folder): they may come "
+        "from the model or from real rows, so they are listed apart, sorted but not ranked.",
+    ),
+}
+MAX_RECORD_BYTES = 8 << 20
 
 
-def _identity(rep) -> tuple[str, str]:
-    """What must be equal for two records to be ranked together: scorer config and track data."""
-    cfg = json.dumps({"scorer": rep.scorer_version, **asdict(rep.config)}, sort_keys=True)
-    return cfg, rep.track.manifest_sha256
+def _identity(rep) -> tuple[str, str, str]:
+    """What must be equal for two records to be ranked together: scorer (schema and suite
+    version), scorer config and track data."""
+    scorer = (
+        f"{SCHEMA_ID} scorer {rep.scorer_version} suite {rep.provenance.get('suite_version', '?')}"
+    )
+    return scorer, json.dumps(asdict(rep.config), sort_keys=True), rep.track.manifest_sha256
+
+
+def _read_record(p: Path) -> dict | None:
+    """A record file's JSON (``None`` when it is not a score report); refuses links, other
+    file kinds and oversized files, naming the file."""
+    st = os.lstat(p)
+    if not stat.S_ISREG(st.st_mode):
+        raise ChallengeError("not a regular file (a link, pipe or device)", file=str(p))
+    if st.st_size > MAX_RECORD_BYTES:
+        raise ChallengeError(f"{st.st_size} bytes, more than {MAX_RECORD_BYTES}", file=str(p))
+    try:
+        doc = json.loads(p.read_bytes().decode("utf-8"))
+    except (ValueError, RecursionError) as e:
+        raise ChallengeError(f"not valid JSON ({str(e)[:80]})", file=str(p)) from None
+    return doc if isinstance(doc, dict) and doc.get("schema") == SCHEMA_ID else None
 
 
 def load_records(track_id: str, root: Path = ROOT) -> dict[Path, ScoreReport]:
-    """The ``plateau-score/2`` reports of a board (other JSON files are ignored), by file.
+    """The ``plateau-score/1`` reports of a board (other JSON files are ignored), by file.
 
-    Raises ``ChallengeError`` naming the file when a record is malformed, or when a record was
-    scored with another scorer config or on other track data (manifest sha256) than the
+    Raises ``ChallengeError`` naming the file when a record is malformed, when its submission
+    name is not a valid name or not its file's name, or when it was scored by another scorer
+    version, with another scorer config or on other track data (manifest sha256) than the
     majority of the board: such numbers are not comparable (e.g. a ``--quick`` run)."""
     reps: dict[Path, ScoreReport] = {}
     for p in sorted((root / track_id).glob("*.json")):
-        doc = json.loads(p.read_text())
-        if not isinstance(doc, dict) or doc.get("schema") != SCHEMA_ID:
+        doc = _read_record(p)
+        if doc is None:
             continue
         try:
             reps[p] = ScoreReport.from_json(doc)
         except (KeyError, TypeError, ChallengeError) as e:
             raise ChallengeError(f"not a valid score report: {e}", file=str(p)) from None
+        name = reps[p].submission.get("name") if isinstance(reps[p].submission, dict) else None
+        if not isinstance(name, str) or NAME_PATTERN.fullmatch(name) is None or name != p.stem:
+            raise ChallengeError(
+                f"submission name {str(name)[:80]!r} is not a valid name equal to the file's",
+                file=str(p),
+                field="submission.name",
+            )
     if not reps:
         return reps
     ids = {p: _identity(r) for p, r in reps.items()}
@@ -72,16 +134,33 @@ def load_records(track_id: str, root: Path = ROOT) -> dict[Path, ScoreReport]:
     for p, key in ids.items():
         if key != majority:
             raise ChallengeError(
-                f"scored with config {key[0]} on track manifest {key[1]}, but {count} of the "
-                f"{len(ids)} records use config {majority[0]} on manifest {majority[1]}; "
-                "records with other settings are not ranked together (score it again with the "
-                "board's settings, or keep it on another board)",
+                f"scored by {key[0]} with config {key[1]} on track manifest {key[2]}, but "
+                f"{count} of the {len(ids)} records are {majority[0]} with config {majority[1]} "
+                f"on manifest {majority[2]}; records with other settings are not ranked "
+                "together (score it again with the board's settings, or keep it on another board)",
                 file=str(p),
             )
     return reps
 
 
+def category(rep: ScoreReport) -> tuple[str, str]:
+    """A record's section and how it was verified, from its organiser-written ``access``
+    record (records without one are ``unverified``)."""
+    acc = rep.submission.get("access") if isinstance(rep.submission, dict) else None
+    if isinstance(acc, dict) and acc.get("category") in SECTIONS:
+        return acc["category"], str(acc.get("verified_by", "none"))
+    return "unverified", "none"
+
+
+def _text(v) -> str:
+    """A submitted value as text (lists joined)."""
+    if isinstance(v, list):
+        return ", ".join(str(x) for x in v)
+    return "" if v is None else str(v)
+
+
 def _bootstrap(path: Path) -> np.ndarray:
+    """An entry's bootstrap scores (``bootstrap/score`` of its ``.npz``)."""
     npz = path.with_suffix(".npz")
     try:
         with np.load(npz) as z:
@@ -91,42 +170,50 @@ def _bootstrap(path: Path) -> np.ndarray:
 
 
 def load_entries(track_id: str, root: Path = ROOT) -> list[dict]:
-    """The board's rows, ranked by paired bootstrap differences (``challenge.ranking``): an
-    entry not resolved from the one above shares its rank; see :func:`load_records`."""
+    """The board's rows, grouped by section (``SECTIONS`` order), each sorted by score; synthetic
+    entries are ranked by paired bootstrap differences (``challenge.ranking``: an entry not
+    resolved from the one above shares its rank, ``tie`` says by how much); ``rank`` is
+    ``None`` outside the synthetic section. See :func:`load_records`."""
     recs = load_records(track_id, root)
-    by_name = {rep.submission["name"]: (p, rep) for p, rep in recs.items()}
-    ranked = rank({n: (rep.headline.score, _bootstrap(p)) for n, (p, rep) in by_name.items()})
     rows = []
-    for r in ranked:
-        rep = by_name[r.name][1]
-        sub, h = rep.submission, rep.headline
-        tie = (
-            ""
-            if r.diff_ci is None
-            else f"{'tied' if r.tied_with_above else 'below'}: "
-            f"-{r.diff_to_above:.3f} [{r.diff_ci[0]:.3f}, {r.diff_ci[1]:.3f}]"
-        )
-        rows.append(
-            {
-                "rank": r.rank,
-                "name": sub["name"],
-                "score": h.score,
-                "ci": f"[{h.ci[0]:.3f}, {h.ci[1]:.3f}]",
-                "ci_low": h.ci[0],
-                "ci_high": h.ci[1],
-                "tie": tie,
-                "mean_ks": h.mean_ks,
-                "uses": ", ".join(sub["uses"]),
-                "generator": sub["generator"],
-                "plot": f"{sub['name']}.png",
-                "features": {k: v.ks for k, v in rep.features.items()},
-            }
-        )
+    for key in SECTIONS:
+        members = {
+            rep.submission["name"]: (p, rep) for p, rep in recs.items() if category(rep)[0] == key
+        }
+        ranked = rank({n: (rep.headline.score, _bootstrap(p)) for n, (p, rep) in members.items()})
+        for r in ranked:
+            rep = members[r.name][1]
+            sub, h = rep.submission, rep.headline
+            tie = ""
+            if r.diff_ci is not None:
+                tie = (
+                    f"{'tied' if r.tied_with_above else 'below'}: -{r.diff_to_above:.3f} "
+                    f"[{r.diff_ci[0]:.3f}, {r.diff_ci[1]:.3f}]"
+                )
+            rows.append(
+                {
+                    "rank": r.rank if key == "synthetic" else None,
+                    "name": sub["name"],
+                    "section": key,
+                    "verified_by": category(rep)[1],
+                    "score": h.score,
+                    "ci": f"[{h.ci[0]:.3f}, {h.ci[1]:.3f}]",
+                    "ci_low": h.ci[0],
+                    "ci_high": h.ci[1],
+                    "tie": tie,
+                    "mean_ks": h.mean_ks,
+                    "uses": _text(sub.get("uses")),
+                    "generator": _text(sub.get("generator")),
+                    "plot": f"{sub['name']}.png",
+                    "features": {k: v.ks for k, v in rep.features.items()},
+                }
+            )
     return rows
 
 
 def plot_scores(track_id: str, rows: list[dict], path: Path) -> Path:
-    """Every entry's score with its 95 % interval, in rank order."""
+    """Every entry's score with its 95 % interval: synthetic entries (by rank), then the
+    reference lines and unverified entries in their own colours."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -134,31 +221,70 @@ def plot_scores(track_id: str, rows: list[dict], path: Path) -> Path:
 
     from challenge.plots import save_figure
 
-    fig, ax = plt.subplots(figsize=(7, 0.35 * len(rows) + 1.2))
+    colours = {"synthetic": "#1f77b4", "reference": "#7f7f7f", "unverified": "#ff7f0e"}
+    fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(rows) + 1.4))
     y = np.arange(len(rows))[::-1]
-    s = np.array([r["score"] for r in rows])
-    lo, hi = np.array([r["ci_low"] for r in rows]), np.array([r["ci_high"] for r in rows])
-    ax.errorbar(s, y, xerr=[s - lo, hi - s], fmt="o", color="#1f77b4", capsize=3)
-    ax.set_yticks(y, [f"{r['rank']}. {r['name']}" for r in rows], fontsize=8)
+    for key, colour in colours.items():
+        idx = [i for i, r in enumerate(rows) if r["section"] == key]
+        if not idx:
+            continue
+        s = np.array([rows[i]["score"] for i in idx])
+        lo = np.array([rows[i]["ci_low"] for i in idx])
+        hi = np.array([rows[i]["ci_high"] for i in idx])
+        ax.errorbar(s, y[idx], xerr=[s - lo, hi - s], fmt="o", color=colour, capsize=3, label=key)
+    labels = [f"{r['rank']}. {r['name']}" if r["rank"] else r["name"] for r in rows]
+    ax.set_yticks(y, labels, fontsize=8)
     ax.set_xlim(-0.02, 1.02)
     ax.set_xlabel("score = clip(2 (1 - AUC), 0, 1), 95 % bootstrap interval")
     ax.set_title(f"{track_id}: plateau score", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
     return save_figure(fig, path, dpi=90)
 
 
+def sections(rows: list[dict]) -> dict[str, list[dict]]:
+    """Rows by section, in ``SECTIONS`` order (empty sections left out)."""
+    out = {k: [r for r in rows if r["section"] == k] for k in SECTIONS}
+    return {k: v for k, v in out.items() if v}
+
+
+_MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]<>|#!~"})
+
+
+def md_escape(s: str) -> str:
+    """``s`` safe inside a markdown table cell: line breaks become spaces, markdown and HTML
+    punctuation is backslash-escaped (so no ``|`` ends a cell, no backtick, link or tag)."""
+    s = " ".join(str(s).splitlines())
+    return s.translate(_MD_SPECIAL)
+
+
 def _fmt(v) -> str:
-    return "n/a" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
+    if v is None:
+        return "n/a"
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def _cell(r: dict, key: str) -> str:
+    if key == "rank" and r["rank"] is None:
+        return "-"
+    return _fmt(r[key])
 
 
 def render_markdown(track_id: str, rows: list[dict]) -> str:
     head = "| " + " | ".join(c[1] for c in COLUMNS) + " |\n|" + "---|" * len(COLUMNS) + "\n"
-    body = "".join("| " + " | ".join(_fmt(r[c[0]]) for c in COLUMNS) + " |\n" for r in rows)
+    parts = []
+    for key, section_rows in sections(rows).items():
+        title, intro = SECTIONS[key]
+        body = "".join(
+            "| " + " | ".join(md_escape(_cell(r, c[0])) for c in COLUMNS) + " |\n"
+            for r in section_rows
+        )
+        parts.append(f"## {title}\n\n{intro}\n\n{head}{body}")
     return (
-        f"# Leaderboard: `{track_id}`\n\n"
-        f"{SCORE_TEXT} Each entry's report is `<name>.json`, its plot `<name>.png`; "
-        "design, probes and measured resolution in `docs/scoring.md`.\n\n"
-        "![scores](scores.png)\n\n" + head + body
+        f"# Leaderboard: `{md_escape(track_id)}`\n\n"
+        f"{SCORE_TEXT} Each entry's report is `<name>.json`, its plot `<name>.png`; design, "
+        "probes and measured resolution: docs/scoring.md; sections and what is verified: "
+        "docs/integrity.md.\n\n![scores with 95 % intervals](scores.png)\n\n" + "\n".join(parts)
     )
 
 
@@ -167,14 +293,24 @@ def render_html(track_id: str, rows: list[dict]) -> str:
     ths = "".join(
         f'<th data-key="{k}" onclick="sortBy(\'{k}\')">{e(label)}</th>' for k, label in COLUMNS
     )
-    trs = []
-    for r in rows:
-        cells = "".join(
-            f'<td data-key="{k}" data-v="{e(str(r[k]) if r[k] is not None else "")}">{e(_fmt(r[k]))}</td>'
-            for k, _ in COLUMNS
-        )
-        trs.append(
-            f'<tr id="row-{e(r["name"])}">{cells}<td><a href="{e(r["plot"])}"><img src="{e(r["plot"])}" alt="{e(r["name"])} plot" width="360"></a></td></tr>'
+    tables = []
+    for key, section_rows in sections(rows).items():
+        title, intro = SECTIONS[key]
+        trs = []
+        for r in section_rows:
+            cells = "".join(
+                f'<td data-key="{k}" data-v="{e(str(r[k]) if r[k] is not None else "")}">'
+                f"{e(_cell(r, k))}</td>"
+                for k, _ in COLUMNS
+            )
+            name = r["name"]  # NAME_PATTERN checked by load_records: safe as a link and an id
+            trs.append(
+                f'<tr id="row-{e(name)}">{cells}<td><a href="./{e(name)}.png">'
+                f'<img src="./{e(name)}.png" alt="{e(name)} plot" width="360"></a></td></tr>'
+            )
+        tables.append(
+            f'<h2>{e(title)}</h2>\n<p>{e(intro)}</p>\n<table class="board" id="board-{key}">'
+            f"<thead><tr>{ths}<th>plot</th></tr></thead>\n<tbody>{''.join(trs)}</tbody></table>"
         )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Plateau challenge leaderboard: {e(track_id)}</title>
@@ -184,23 +320,23 @@ th,td{{border:1px solid #ccc;padding:4px 8px;font-size:14px;vertical-align:top}}
 th{{background:#eef;cursor:pointer;user-select:none}} th.sorted{{background:#ccf}}
 </style></head><body>
 <h1>Plateau challenge leaderboard: <code>{e(track_id)}</code></h1>
-<p>{e(SCORE_TEXT)} Click a column to sort.</p>
-<p><img src="scores.png" alt="scores with 95 % intervals"></p>
-<table id="board"><thead><tr>{ths}<th>plot</th></tr></thead>
-<tbody>{"".join(trs)}</tbody></table>
+<p>{e(SCORE_TEXT)} Only synthetic entries are ranked (docs/integrity.md). Click a column to sort.</p>
+<p><img src="./scores.png" alt="every entry's score with its 95 % interval"></p>
+{chr(10).join(tables)}
 <script>
 let dir = {{}};
 function sortBy(key) {{
-  const body = document.querySelector('#board tbody');
-  const rows = Array.from(body.rows);
   dir[key] = -(dir[key] || -1);
-  rows.sort((a, b) => {{
-    const x = a.querySelector(`td[data-key="${{key}}"]`).dataset.v, y = b.querySelector(`td[data-key="${{key}}"]`).dataset.v;
-    const nx = parseFloat(x), ny = parseFloat(y);
-    const c = (isNaN(nx) || isNaN(ny)) ? x.localeCompare(y) : nx - ny;
-    return dir[key] * c;
+  document.querySelectorAll('table.board tbody').forEach(body => {{
+    const rows = Array.from(body.rows);
+    rows.sort((a, b) => {{
+      const x = a.querySelector(`td[data-key="${{key}}"]`).dataset.v, y = b.querySelector(`td[data-key="${{key}}"]`).dataset.v;
+      const nx = parseFloat(x), ny = parseFloat(y);
+      const c = (isNaN(nx) || isNaN(ny)) ? x.localeCompare(y) : nx - ny;
+      return dir[key] * c;
+    }});
+    rows.forEach(r => body.appendChild(r));
   }});
-  rows.forEach(r => body.appendChild(r));
   document.querySelectorAll('th').forEach(th => th.classList.toggle('sorted', th.dataset.key === key));
   document.body.dataset.sortedBy = key;
 }}

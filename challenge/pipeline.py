@@ -9,6 +9,7 @@ leaderboard, and a track's SAE with its evaluation.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -16,12 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from challenge.errors import ChallengeError, ConfigError
+from challenge.access import entry_access, generator_access
+from challenge.errors import ChallengeError, ConfigError, SubmissionError
 from challenge.leaderboard import ROOT, render
 from challenge.results import Result, TrackRef, provenance
 from challenge.sae import SAEConfig
 from challenge.scorer import ScoreConfig, ScoreReport, score_submission
-from challenge.submission import Generator, generate
+from challenge.submission import Generator, check_name, generate
 
 log = logging.getLogger("main")
 
@@ -66,12 +68,62 @@ class MainResult(Result):
     headline: dict[str, MainEntry] = field(default_factory=dict)
 
 
-def submit(
-    folder: str | Path, track: Any, lm: Any, cfg: ScoreConfig | None = None, board: Path = ROOT
+def record(
+    folder: str | Path,
+    track: Any,
+    lm: Any,
+    cfg: ScoreConfig | None = None,
+    board: Path = ROOT,
+    *,
+    access: dict[str, Any] | None = None,
+    replace: bool = False,
 ) -> ScoreReport:
-    """Validate + score ``folder``, record its report under ``<board>/<track id>/`` and re-render
-    that leaderboard. An invalid submission raises and records nothing."""
-    rep = score_submission(folder, track, lm, cfg, out=Path(board) / track.spec.track_id)
+    """Validate + score ``folder`` and write its record ``<board>/<track id>/<name>.json`` (+
+    ``.npz``, ``.png``), with ``access`` (``challenge.access.entry_access``: what the organiser
+    verified about how it was made; default: unverified) in its ``submission``. A name already
+    on the board is refused unless ``replace``; an invalid submission raises and records
+    nothing. The name is checked (``NAME_PATTERN``) before it becomes a path. The copy check is
+    skipped only for the organiser's reference lines (``access`` category ``reference``: the
+    held-out oracle is real rows), which are never ranked."""
+    from contextlib import nullcontext
+
+    from challenge.validate import copy_check_skipped, validate_submission
+
+    reference = access is not None and access.get("category") == "reference"
+
+    def scope():
+        return copy_check_skipped("reference line, not ranked") if reference else nullcontext()
+
+    with scope():
+        name = check_name(validate_submission(folder, track).name)
+    out = Path(board) / track.spec.track_id
+    existing = out / f"{name}.json"
+    if os.path.lexists(existing) and not replace:
+        raise SubmissionError(
+            f"{name!r} is already on the board ({existing}); choose another name or pass "
+            "--replace to replace that record",
+            file=str(Path(folder) / "submission.json"),
+            field="name",
+        )
+    with scope():
+        rep = score_submission(folder, track, lm, cfg, out=out)
+    rep.submission = {**rep.submission, "access": access or entry_access("unverified", "none", [])}
+    rep.save(out, name)
+    return rep
+
+
+def submit(
+    folder: str | Path,
+    track: Any,
+    lm: Any,
+    cfg: ScoreConfig | None = None,
+    board: Path = ROOT,
+    *,
+    replace: bool = False,
+) -> ScoreReport:
+    """:func:`record` an activation-only submission (listed as unverified) and re-render the
+    leaderboard."""
+    rep = record(folder, track, lm, cfg, board, replace=replace)
     render(track.spec.track_id, board)
     return rep
 
@@ -84,7 +136,11 @@ def run_main(
     lm: Any = None,
 ) -> MainResult:
     """Generate and submit every generator of ``generators`` (or ``cfg.only``) on ``track``, in
-    that order, then render ``<board>/<track id>/``. A refused submission is logged and skipped."""
+    that order, then render ``<board>/<track id>/``. A refused submission is logged and skipped.
+
+    Each generator runs with only the access it declares (``challenge.access.guarded``; the
+    track's SAE is prepared first when one declares ``sae``), and its record's board section
+    follows from that declaration; the job replaces its own earlier records."""
     from challenge.models import load_model
 
     cfg = cfg or MainConfig()
@@ -96,16 +152,27 @@ def run_main(
         )
     lm = lm if lm is not None else load_model(track.spec.model)
     t0 = time.perf_counter()
+    made = {name: generators[name]() for name in names}
+    if any("sae" in getattr(g, "access", ()) for g in made.values()):
+        from challenge.sae import track_sae
+
+        track_sae(track, lm=lm)  # the organiser's SAE, ready-made for the generators
     entries: dict[str, MainEntry] = {}
     for name in names:
         t1 = time.perf_counter()
-        path = generate(
-            generators[name](), track, lm, seed=cfg.generate_seed, out_root=cfg.submissions
-        )
         try:  # the board is rendered once, after every entry is scored: until then it may
             # mix records of this run with older ones, which it refuses to rank together
-            out = Path(cfg.board) / track.spec.track_id
-            head = score_submission(path, track, lm, cfg.score, out=out).headline
+            gen = made[name]
+            path = generate(gen, track, lm, seed=cfg.generate_seed, out_root=cfg.submissions)
+            head = record(
+                path,
+                track,
+                lm,
+                cfg.score,
+                cfg.board,
+                access=generator_access(gen),
+                replace=True,
+            ).headline
             entry = MainEntry(score=head.score, ci=head.ci, mean_ks=head.mean_ks)
             log.info(
                 f"{name}: score {head.score:.3f} [{head.ci[0]:.3f}, {head.ci[1]:.3f}], "

@@ -1,27 +1,56 @@
 """Validation of a submission before any scoring; each failure is one line naming file and field.
 
-Checks, in order: metadata present and well-formed; track id and version; the activations file
-is safetensors with an ``activations`` tensor; dtype float32; shape [N, d_model] with the
-track's N and d_model; finite; every row's norm inside the band [q0.1% / 3, q99.9% x 3] of the
-public real norms; no duplicate rows; no memorisation: the median distance of submitted points
-to their nearest public real activation must be at least the 5th percentile of the same
-distance for held-out real activations (copies of public activations have distance 0).
+Checks, in order: the folder's two files are regular files (no links, pipes or devices) within
+size limits; metadata well-formed (``challenge.submission.check_meta``: keys, types, the name's
+pattern, text limits) and for this track (id and version); the activations file is safetensors
+holding only an ``activations`` tensor; dtype float32; shape [N, d_model] with the track's N and
+d_model; finite; every row's norm inside the band [q0.1% / 3, q99.9% x 3] of the public real
+norms; no duplicate rows; the per-row copy check (``challenge.copycheck``) against every real
+row of the track (public, held-out, context, and a private test split when present) and among
+the submitted rows.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from challenge import copycheck
 from challenge.errors import SubmissionError
-from challenge.submission import ACTS_FILE, ACTS_KEY, META_FILE, REQUIRED, USES
+from challenge.submission import (
+    ACTS_FILE,
+    ACTS_KEY,
+    HEADER_BYTES,
+    MAX_META_BYTES,
+    META_FILE,
+    check_meta,
+    load_acts,
+    parse_json,
+    read_regular,
+)
 
 NORM_BAND = (1 / 3, 3.0)  # times the public 0.1 % and 99.9 % norm quantiles
-MEMORISATION_QUANTILE = 0.05
+_CALIBRATIONS: dict[str, copycheck.Calibration] = {}
+_SKIP_COPY_CHECK: ContextVar[str | None] = ContextVar("skip_copy_check", default=None)
+
+
+@contextmanager
+def copy_check_skipped(reason: str) -> Iterator[None]:
+    """Within the block, validation skips the copy check and records ``reason``: only for the
+    organiser's own reference lines (the held-out oracle *is* real rows; they are never
+    ranked), never for a participant's submission."""
+    token = _SKIP_COPY_CHECK.set(reason)
+    try:
+        yield
+    finally:
+        _SKIP_COPY_CHECK.reset(token)
 
 
 def required_n(track: Any) -> int:
@@ -36,72 +65,54 @@ class ValidationReport:
     d_model: int
     checks: list[str] = field(default_factory=list)
     stats: dict[str, float] = field(default_factory=dict)
+    name: str = ""
+    """the submission's (validated) name"""
 
 
 def _meta(folder: Path, track: Any) -> dict[str, Any]:
-    path = folder / META_FILE
-    if not path.exists():
-        raise SubmissionError("metadata file missing", file=str(path))
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise SubmissionError(f"not valid JSON ({e.msg} at line {e.lineno})", file=str(path)) from e
-    if not isinstance(meta, dict):
-        raise SubmissionError("must be a JSON object", file=str(path))
-    for key, typ in REQUIRED.items():
-        if key not in meta:
-            raise SubmissionError("missing", file=str(path), field=key)
-        if not isinstance(meta[key], typ) or (typ is int and isinstance(meta[key], bool)):
-            raise SubmissionError(
-                f"must be {typ.__name__}, got {type(meta[key]).__name__}", file=str(path), field=key
-            )
-    bad = [u for u in meta["uses"] if u not in USES]
-    if bad:
-        raise SubmissionError(
-            f"unknown entries {bad}; allowed {list(USES)}", file=str(path), field="uses"
-        )
+    path = str(folder / META_FILE)
+    meta = check_meta(parse_json(read_regular(path, MAX_META_BYTES, "metadata file"), path), path)
     if meta["track_id"] != track.spec.track_id:
         raise SubmissionError(
             f"is {meta['track_id']!r}, the track is {track.spec.track_id!r}",
-            file=str(path),
+            file=path,
             field="track_id",
         )
     if meta["track_version"] != track.spec.version:
         raise SubmissionError(
             f"is {meta['track_version']!r}, the track is {track.spec.version!r}",
-            file=str(path),
+            file=path,
             field="track_version",
         )
     return meta
 
 
-def _acts(folder: Path) -> torch.Tensor:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    path = folder / ACTS_FILE
-    if not path.exists():
-        raise SubmissionError("activations file missing", file=str(path))
-    try:
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise SubmissionError(f"not a safetensors file ({str(e)[:80]})", file=str(path)) from e
-    if ACTS_KEY not in tensors:
-        raise SubmissionError(
-            f"no tensor named {ACTS_KEY!r} (found {sorted(tensors)[:5]})",
-            file=str(path),
-            field=ACTS_KEY,
-        )
-    return tensors[ACTS_KEY]
+def _acts(folder: Path, track: Any) -> torch.Tensor:
+    path = str(folder / ACTS_FILE)
+    # up to 8 bytes per value, so that a float64 file of the right shape gets the dtype message
+    limit = 8 * required_n(track) * track.d_model + HEADER_BYTES
+    return load_acts(read_regular(path, limit, "activations file"), path)
 
 
-def nearest_distances(x: torch.Tensor, ref: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
-    """Distance of each row of ``x`` to its nearest row of ``ref``."""
-    out = [
-        torch.cdist(x[i : i + chunk].double(), ref.double()).min(dim=1).values
-        for i in range(0, len(x), chunk)
-    ]
-    return torch.cat(out).float()
+def nearest_distances(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Distance of each row of ``x`` to its nearest row of ``ref`` (float32)."""
+    return copycheck.nearest_distances(x, ref).float()
+
+
+def real_rows(track: Any) -> torch.Tensor:
+    """Every real row the track holds (public, held-out, context, a private test split...)."""
+    return torch.cat([track.acts(s) for s in sorted(track.splits)])
+
+
+def copy_calibration(track: Any) -> copycheck.Calibration:
+    """The copy check's calibration on the track's real rows (cached by their content)."""
+    real = real_rows(track)
+    key = hashlib.sha256(real.numpy().tobytes()).hexdigest()
+    if key not in _CALIBRATIONS:
+        if len(_CALIBRATIONS) > 8:
+            _CALIBRATIONS.clear()
+        _CALIBRATIONS[key] = copycheck.calibrate(real)
+    return _CALIBRATIONS[key]
 
 
 def validate_submission(folder: str | Path, track: Any) -> ValidationReport:
@@ -109,10 +120,12 @@ def validate_submission(folder: str | Path, track: Any) -> ValidationReport:
     folder = Path(folder)
     if not folder.is_dir():
         raise SubmissionError("submission folder does not exist", file=str(folder))
-    _meta(folder, track)
-    acts = _acts(folder)
+    meta = _meta(folder, track)
+    acts = _acts(folder, track)
     path = str(folder / ACTS_FILE)
-    rep = ValidationReport(n=0, d_model=0, checks=["metadata", "track version", "safetensors"])
+    rep = ValidationReport(
+        n=0, d_model=0, checks=["files", "metadata", "track version", "safetensors"]
+    )
     if acts.dtype != torch.float32:
         raise SubmissionError(
             f"dtype is {acts.dtype}, must be torch.float32", file=path, field=ACTS_KEY
@@ -150,24 +163,16 @@ def validate_submission(folder: str | Path, track: Any) -> ValidationReport:
     if len(uniq) != n:
         raise SubmissionError(f"{n - len(uniq)} duplicate rows", file=path, field=ACTS_KEY)
     rep.checks += ["norm band", "no duplicates"]
-    sub_nn = nearest_distances(acts, public)
-    held_nn = nearest_distances(track.acts("heldout"), public)
-    floor = float(held_nn.quantile(MEMORISATION_QUANTILE))
-    med = float(sub_nn.median())
-    if med < floor:
-        raise SubmissionError(
-            f"memorisation: median distance to the nearest public real activation is {med:.3f}, "
-            f"below the {MEMORISATION_QUANTILE:.0%} quantile of held-out real points' ({floor:.3f})",
-            file=path,
-            field=ACTS_KEY,
-        )
-    rep.checks.append("no memorisation")
-    rep.n, rep.d_model = n, d
-    rep.stats = {
-        "norm_band_low": lo,
-        "norm_band_high": hi,
-        "nn_median": med,
-        "nn_heldout_q05": floor,
-        "nn_heldout_median": float(held_nn.median()),
-    }
+    stats: dict[str, float] = {}
+    if (skip := _SKIP_COPY_CHECK.get()) is None:
+        cal = copy_calibration(track)
+        found, stats = copycheck.copy_findings(acts, real_rows(track), cal)
+        for f in found:
+            if f.refused:
+                raise SubmissionError(f.message(n), file=path, field=ACTS_KEY)
+        rep.checks.append("copy check")
+    else:
+        rep.checks.append(f"copy check skipped: {skip}")
+    rep.n, rep.d_model, rep.name = n, d, meta["name"]
+    rep.stats = {"norm_band_low": lo, "norm_band_high": hi, **stats}
     return rep

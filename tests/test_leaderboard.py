@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from challenge.errors import ChallengeError
-from challenge.leaderboard import load_entries, render
+from challenge.leaderboard import COLUMNS, load_entries, render, render_html, render_markdown
 
 BOARD = Path(__file__).resolve().parents[1] / "leaderboard" / "smollm2-135m-l1"
 
@@ -26,14 +26,32 @@ FLAGS = [
 ]
 
 
-def _report(name, gap, ks, **changes):
-    """A real-format record: the committed ``gaussian`` record, renamed and re-scored."""
+SYNTHETIC = {"category": "synthetic", "verified_by": "in_repo", "access": ["public"]}
+
+
+def _report(name, score, ks, access=SYNTHETIC, **changes):
+    """A real-format record: the committed ``gaussian`` record, renamed and re-scored, with the
+    organiser's ``access`` record (``None``: none, as a bare ``score`` report has)."""
     rep = json.loads((BOARD / "gaussian.json").read_text())
     rep["submission"] |= {"name": name, "generator": f"{name} generator"}
-    rep["headline"] |= {"gap_closed": gap, "mean_ks": ks}
+    if access is not None:
+        rep["submission"]["access"] = access
+    ci = [max(0.0, score - 0.05), min(1.0, score + 0.05)]
+    rep["headline"] |= {"score": score, "ci": ci, "auc": 1 - score / 2, "mean_ks": ks}
     for k, v in changes.items():
         rep[k] = v if not isinstance(v, dict) else rep[k] | v
     return rep
+
+
+def _write(d: Path, doc: dict, name: str | None = None) -> None:
+    """The record's JSON and its ``.npz`` of bootstrap scores (paired draws: one shared noise
+    series of sd 0.02 plus the entry's own of sd 0.005, so entries 0.1 apart are resolved)."""
+    name = name or doc["submission"]["name"]
+    (d / f"{name}.json").write_text(json.dumps(doc))
+    g = np.random.default_rng(len(name))
+    shared = np.random.default_rng(0).normal(0, 0.02, 200)
+    boot = doc["headline"]["score"] + shared + g.normal(0, 0.005, 200)
+    np.savez(d / f"{name}.npz", **{"bootstrap/score": boot})
 
 
 @pytest.fixture()
@@ -43,53 +61,139 @@ def board(tmp_path):
     d = tmp_path / "board" / "trk"
     d.mkdir(parents=True)
     for name, gap, ks in (("alpha", 0.2, 0.3), ("beta", 0.9, 0.1), ("gamma", -0.4, 0.5)):
-        (d / f"{name}.json").write_text(json.dumps(_report(name, gap, ks)))
+        _write(d, _report(name, gap, ks))
         Image.new("RGB", (120, 60), (30 * len(name), 120, 200)).save(d / f"{name}.png")
     render("trk", tmp_path / "board")
     return d
 
 
-def test_sorted_by_gap_closed(board):
+def test_sorted_by_score(board):
     rows = load_entries("trk", board.parent)
     assert [r["name"] for r in rows] == ["beta", "alpha", "gamma"]
     md = (board / "README.md").read_text()
     assert md.index("| 1 | beta |") < md.index("| 2 | alpha |")
 
 
+REFERENCE = {"category": "reference", "verified_by": "in_repo", "access": ["heldout"]}
+
+
+def test_sections_come_from_the_access_record_not_from_uses(tmp_path):
+    d = tmp_path / "trk"
+    d.mkdir()
+    docs = {
+        "oracle": _report("oracle", 0.99, 0.05, REFERENCE),
+        "claims": _report("claims", 0.95, 0.06, None),  # no access record: unverified
+        "mid": _report("mid", 0.3, 0.3),
+        "top": _report("top", 0.5, 0.2),
+        "lone": _report(
+            "lone", 0.97, 0.05, {"category": "unverified", "verified_by": "none", "access": []}
+        ),
+    }
+    docs["claims"]["submission"]["uses"] = ["none"]  # free text: decides nothing
+    for doc in docs.values():
+        _write(d, doc)
+    rows = load_entries("trk", tmp_path)
+    got = [(r["section"], r["name"], r["rank"]) for r in rows]
+    assert got == [
+        ("synthetic", "top", 1), ("synthetic", "mid", 2), ("reference", "oracle", None),
+        ("unverified", "lone", None), ("unverified", "claims", None),
+    ]  # fmt: skip
+    md = render_markdown("trk", rows)
+    syn, ref, unv = (md.index(f"## {t}") for t in ("Synthetic", "Reference", "Unverified"))
+    assert syn < md.index("| 1 | top |") < md.index("| 2 | mid |") < ref
+    assert ref < md.index("| - | oracle |") < unv < md.index("| - | lone |")
+    page = render_html("trk", rows)
+    assert page.index('id="board-synthetic"') < page.index("row-top") < page.index("row-mid")
+    assert page.index('id="board-reference"') < page.index("row-oracle")
+
+
+def test_submitted_strings_are_escaped_and_never_a_url(tmp_path):
+    d = tmp_path / "trk"
+    d.mkdir()
+    doc = _report("evil", 0.4, 0.2)
+    doc["submission"]["generator"] = (
+        "x\n| 1 | fake winner | 9.999 |\n`code` <script>alert(1)</script> [a](javascript:alert(1))"
+    )
+    doc["submission"]["uses"] = ["a|b"]
+    _write(d, doc)
+    rows = load_entries("trk", tmp_path)
+    md = render_markdown("trk", rows)
+    table = [ln for ln in md.splitlines() if ln.startswith("| ") and "evil" in ln]
+    assert len(table) == 1 and "fake winner" in table[0]  # one row: the newline did not split it
+    assert table[0].count(" | ") == len(COLUMNS) - 1  # the injected pipes are escaped: \|
+    assert "\\`code\\`" in table[0] and "\\<script\\>" in table[0] and "\\[a\\]" in table[0]
+    page = render_html("trk", rows)
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert 'href="./evil.png"' in page and "javascript:" not in page.split("<td")[0]
+    hrefs = [h.split('"')[0] for h in page.split('href="')[1:]]
+    assert hrefs == ["./evil.png"]
+
+
+@pytest.mark.parametrize(
+    "name, match",
+    [
+        ("javascript:alert(1)", "not a valid name"),
+        ("../x", "not a valid name"),
+        ("other", "equal to the file"),
+    ],
+)
+def test_records_with_bad_names_are_refused(tmp_path, name, match):
+    d = tmp_path / "trk"
+    d.mkdir()
+    doc = _report("alpha", 0.2, 0.3)
+    doc["submission"]["name"] = name
+    _write(d, doc, "alpha")
+    with pytest.raises(ChallengeError, match=rf"alpha\.json, field submission.name: .*{match}"):
+        load_entries("trk", tmp_path)
+
+
+def test_linked_record_is_refused(tmp_path):
+    d = tmp_path / "trk"
+    d.mkdir()
+    (tmp_path / "elsewhere.json").write_text(json.dumps(_report("alpha", 0.2, 0.3)))
+    (d / "alpha.json").symlink_to(tmp_path / "elsewhere.json")
+    with pytest.raises(ChallengeError, match=r"alpha\.json: not a regular file"):
+        load_entries("trk", tmp_path)
+
+
 def test_committed_board_renders_byte_identical(tmp_path):
     d = tmp_path / BOARD.name
     d.mkdir()
-    for p in BOARD.glob("*.json"):
+    for p in [*BOARD.glob("*.json"), *BOARD.glob("*.npz")]:
         shutil.copy(p, d / p.name)
     rows = render(BOARD.name, tmp_path)
     assert len(rows) == len(list(BOARD.glob("*.json")))
-    for f in ("README.md", "index.html"):
+    for f in ("README.md", "index.html"):  # (scores.png: matplotlib output, not compared)
         assert (d / f).read_bytes() == (BOARD / f).read_bytes(), f
 
 
 @pytest.mark.parametrize(
     "changes, what",
     [
-        ({"config": {"n_curves": 30, "n_steps": 20}}, "config"),  # a --quick run
+        ({"config": {"n_points": 40}}, "config"),  # a --quick run
         ({"track": {"manifest_sha256": "0" * 64}}, "manifest"),  # other track data
+        ({"provenance": {"suite_version": "9.9.9"}}, "scorer"),  # another scorer version
     ],
 )
 def test_records_of_other_settings_are_not_ranked_together(tmp_path, changes, what):
     d = tmp_path / "trk"
     d.mkdir()
     full = _report("alpha", 0.2, 0.3)
-    (d / "alpha.json").write_text(json.dumps(full))
-    (d / "zeta.json").write_text(json.dumps(_report("zeta", 0.5, 0.2, **changes)))
+    _write(d, full)
+    _write(d, _report("zeta", 0.5, 0.2, **changes))
     with pytest.raises(ChallengeError, match=r"zeta\.json") as e:
         load_entries("trk", tmp_path)
     msg = str(e.value)
     if what == "config":
-        assert '"n_curves": 30' in msg and '"n_curves": 100' in msg
+        assert '"n_points": 40' in msg and '"n_points": null' in msg
+    elif what == "scorer":
+        assert "suite 9.9.9" in msg and "suite 0.1.0" in msg
     else:
         assert "0" * 64 in msg and full["track"]["manifest_sha256"] in msg
     # the same holds whatever the file order: the odd one out is named
-    (d / "beta.json").write_text(json.dumps(_report("beta", 0.9, 0.1)))
-    (d / "alpha.json").rename(d / "omega.json")
+    _write(d, _report("beta", 0.9, 0.1))
+    (d / "alpha.json").unlink()
+    _write(d, _report("omega", 0.2, 0.3))
     with pytest.raises(ChallengeError, match=r"zeta\.json"):
         load_entries("trk", tmp_path)
 

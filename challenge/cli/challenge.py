@@ -37,7 +37,14 @@ def generate(
             f"unknown generator {generator!r}; known: {sorted(GENERATORS)}", field="generator"
         )
     tr = resolve_track(track)
-    path = _generate(GENERATORS[generator](), tr, _model(tr), seed=seed, out_root=out)
+    gen, lm = GENERATORS[generator](), _model(tr)
+    if "sae" in getattr(gen, "access", ()):
+        from challenge.sae import track_sae
+
+        track_sae(
+            tr, lm=lm
+        )  # the organiser's SAE, ready-made (the generator may not run the model)
+    path = _generate(gen, tr, lm, seed=seed, out_root=out)
     print(f"wrote {path}")
     return path
 
@@ -81,15 +88,18 @@ class SubmitCommand(ScoreConfig):
     """registered track id or a track directory"""
     board: Path = Path("leaderboard")
     """leaderboard root; the report goes to <board>/<track id>/"""
+    replace: bool = False
+    """replace the board's record of the same name (otherwise an existing name is refused)"""
 
 
 def submit(submission: Path, /, cfg: SubmitCommand = SubmitCommand()) -> ScoreReport:
-    """Validate + score + record on the leaderboard, then re-render it. Invalid submissions
-    record nothing."""
+    """Validate + score + record on the leaderboard (in its unverified section: activations
+    only), then re-render it. Invalid submissions, and names already on the board (without
+    --replace), record nothing."""
     from challenge.pipeline import submit as _submit
 
     tr = resolve_track(cfg.track)
-    rep = _submit(submission, tr, _model(tr), library_config(cfg), cfg.board)
+    rep = _submit(submission, tr, _model(tr), library_config(cfg), cfg.board, replace=cfg.replace)
     report(rep)
     return rep
 
