@@ -77,7 +77,9 @@ class EntryAccess(TypedDict):
 
 
 class SubmissionMeta(TypedDict):
-    """``submission.json``: who made the activations, for which track, how (see ``uses``)."""
+    """``submission.json``: who made the activations, for which track, how (see ``uses``).
+    A score record's copy also holds the organiser's ``access`` record (:class:`EntryAccess`,
+    added by ``challenge.pipeline.record`` after scoring; the schema allows the extra key)."""
 
     name: str
     authors: list[str]
@@ -89,7 +91,6 @@ class SubmissionMeta(TypedDict):
     uses: list[str]
     n: NotRequired[int]
     d_model: NotRequired[int]
-    access: NotRequired[EntryAccess]
 
 
 @runtime_checkable

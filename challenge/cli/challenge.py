@@ -66,6 +66,19 @@ class ScoreCommand(ScoreConfig):
     """registered track id or a track directory"""
     out: Path = Path("runs/scores")
     """the report (JSON + arrays + PNG) goes to <out>/<track id>/"""
+    heldout: Path | None = None
+    """score against this private test split (`plateau build --private`) instead of the
+    published held-out split (which becomes the dev split)"""
+
+
+def _track(track: str, heldout: Path | None):
+    """The track, with its held-out split replaced by a private test split when given."""
+    tr = resolve_track(track)
+    if heldout is None:
+        return tr
+    from challenge.private import with_test_split
+
+    return with_test_split(tr, heldout)
 
 
 def score(submission: Path, /, cfg: ScoreCommand = ScoreCommand()) -> ScoreReport:
@@ -73,7 +86,7 @@ def score(submission: Path, /, cfg: ScoreCommand = ScoreCommand()) -> ScoreRepor
     leaderboard."""
     from challenge.scorer import score_submission
 
-    tr = resolve_track(cfg.track)
+    tr = _track(cfg.track, cfg.heldout)
     out = cfg.out / tr.spec.track_id
     rep = score_submission(submission, tr, _model(tr), library_config(cfg), out=out)
     report(rep)
@@ -90,6 +103,9 @@ class SubmitCommand(ScoreConfig):
     """leaderboard root; the report goes to <board>/<track id>/"""
     replace: bool = False
     """replace the board's record of the same name (otherwise an existing name is refused)"""
+    heldout: Path | None = None
+    """score against this private test split (`plateau build --private`); use a board of its
+    own (--board): records of the test and dev splits are never ranked together"""
 
 
 def submit(submission: Path, /, cfg: SubmitCommand = SubmitCommand()) -> ScoreReport:
@@ -98,7 +114,7 @@ def submit(submission: Path, /, cfg: SubmitCommand = SubmitCommand()) -> ScoreRe
     --replace), record nothing."""
     from challenge.pipeline import submit as _submit
 
-    tr = resolve_track(cfg.track)
+    tr = _track(cfg.track, cfg.heldout)
     rep = _submit(submission, tr, _model(tr), library_config(cfg), cfg.board, replace=cfg.replace)
     report(rep)
     return rep
