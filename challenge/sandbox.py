@@ -299,8 +299,9 @@ def run_sandboxed(
             else:
                 tail = (proc.stderr or "").strip().splitlines()
                 why = (tail[-1] if tail else f"exit status {proc.returncode}")[:400]
-                if proc.returncode < 0:
-                    why = f"killed by signal {-proc.returncode} (a limit?): {why}"
+                sig = -proc.returncode if proc.returncode < 0 else proc.returncode - 128
+                if sig > 0:  # bwrap passes a killed child on as 128 + signal
+                    why = f"killed by signal {sig} (the CPU or memory limit?): {why}"
             raise SubmissionError(f"generator failed in the sandbox: {why}", file=str(src))
         from challenge.submission import MAX_ACTS_BYTES, load_acts, read_regular
 

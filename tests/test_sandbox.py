@@ -122,6 +122,7 @@ def test_the_network_is_unreachable(tiny_track, tmp_path):
     assert hits == [1]  # only the probe from outside got through
 
 
+@pytest.mark.slow  # sandbox start + scoring: ~1-3 min on a busy 2-core machine
 def test_an_honest_generator_is_verified_scored_and_marked(tiny_track, smollm, tmp_path):
     from challenge.leaderboard import load_entries
     from challenge.scorer import ScoreConfig

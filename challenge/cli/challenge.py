@@ -1,4 +1,4 @@
-"""Challenge commands: generate, validate, score, submit, leaderboard, main."""
+"""Challenge commands: generate, validate, score, submit, verify-generator, leaderboard, main."""
 
 from __future__ import annotations
 
@@ -160,3 +160,77 @@ def main(cfg: MainCommand) -> None:
 
     tr = resolve_track(cfg.track)
     report(run_main(tr, GENERATORS, cfg.job(), lm=_model(tr)))
+
+
+@dataclass
+class VerifyCommand(ScoreConfig):
+    """A generator file run in the sandbox, then validated, scored and recorded."""
+
+    name: str = ""
+    """the entry's name on the board ([a-z0-9_-]{1,64})"""
+    authors: tuple[str, ...] = ("anonymous",)
+    """who made the generator"""
+    track: str = DEFAULT_TRACK
+    """registered track id or a track directory"""
+    generate_seed: int = 0
+    """seed of the generator's sample"""
+    class_name: str | None = None
+    """the generator class, when the file defines several"""
+    with_sae: bool = True
+    """give the generator the track's SAE (track.sae()); trained first when missing"""
+    wall_seconds: float = 600.0
+    """wall-clock limit of the sandboxed run"""
+    cpu_seconds: int = 1200
+    """CPU-time limit of the sandboxed run"""
+    memory_gb: float = 8.0
+    """address-space limit of the sandboxed run"""
+    board: Path = Path("leaderboard")
+    """leaderboard root; the record goes to <board>/<track id>/"""
+    submissions: Path = Path("submissions")
+    """the output is written as a submission to <submissions>/<track id>/<name>/"""
+    replace: bool = False
+    """replace the board's record of the same name"""
+    heldout: Path | None = None
+    """score against this private test split (`plateau build --private`)"""
+
+
+def verify_generator(generator_file: Path, /, cfg: VerifyCommand = VerifyCommand()) -> ScoreReport:
+    """Run a generator file (a class with fit(track, lm) and sample(n, *, seed)) in the
+    bubblewrap sandbox (only the public split and the SAE; no model, held-out split or
+    network; time and memory limits), then validate, score and record its output as a
+    verified synthetic entry (docs/integrity.md)."""
+    from challenge.sandbox import SandboxLimits
+    from challenge.sandbox import verify_generator as _verify
+
+    if not cfg.name:
+        raise ConfigError("give the entry a name (--name)", field="name")
+    tr = _track(cfg.track, cfg.heldout)
+    lm = _model(tr)
+    sae = None
+    if cfg.with_sae:
+        from challenge.sae import track_sae
+
+        sae = track_sae(resolve_track(cfg.track), lm=lm)
+    lim = SandboxLimits(
+        wall_seconds=cfg.wall_seconds, cpu_seconds=cfg.cpu_seconds, memory_gb=cfg.memory_gb
+    )
+    rep = _verify(
+        generator_file,
+        tr,
+        lm,
+        name=cfg.name,
+        authors=list(cfg.authors),
+        seed=cfg.generate_seed,
+        sae=sae,
+        class_name=cfg.class_name,
+        limits=lim,
+        score_cfg=library_config(cfg),
+        board=cfg.board,
+        submissions=cfg.submissions,
+        replace=cfg.replace,
+    )
+    from challenge.leaderboard import render
+
+    render(tr.spec.track_id, cfg.board)
+    report(rep)
+    return rep
