@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.generators import Gaussian, HeldoutReal
+from baselines.generators import Gaussian
 from challenge.directions import ActivationStats, gaussian_like
 from challenge.errors import ConfigError
 from challenge.probes import ProbeConfig
@@ -135,7 +135,7 @@ def test_bootstrap_indices_are_shared_for_a_seed():
 def written(smollm, tiny_track, tmp_path_factory):
     root, out = tmp_path_factory.mktemp("subs"), tmp_path_factory.mktemp("board")
     quick = CFG.quick()
-    path = generate(HeldoutReal(), tiny_track, smollm, seed=0, out_root=root)
+    path = generate(Gaussian(), tiny_track, smollm, seed=0, out_root=root)
     return score_submission(path, tiny_track, smollm, quick, out=out), out
 
 
@@ -144,11 +144,11 @@ def test_report_schema_and_files(written):
     assert isinstance(rep, ScoreReport)
     validate_report(rep)
     assert len(rep.track.manifest_sha256) == 64 and rep.config.seed == 0
-    assert (out / "heldout_real.png").read_bytes()[:4] == b"\x89PNG"
-    doc = json.loads((out / "heldout_real.json").read_text())
+    assert (out / "gaussian.png").read_bytes()[:4] == b"\x89PNG"
+    doc = json.loads((out / "gaussian.json").read_text())
     assert list(doc) == [*LAYOUT, "validation"] and doc == rep.to_json()
-    assert rep.path == out / "heldout_real.json"
-    with np.load(out / "heldout_real.npz") as z:
+    assert rep.path == out / "gaussian.json"
+    with np.load(out / "gaussian.npz") as z:
         assert {"bootstrap/score", "oof/reference", "oof/submission", "rows"} <= set(z.files)
         assert len(z["rows"]) == rep.headline.n_points == 40  # the quick config's subset
 
