@@ -248,12 +248,14 @@ def sections(rows: list[dict]) -> dict[str, list[dict]]:
     return {k: v for k, v in out.items() if v}
 
 
-_MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]<>|#!~"})
+_MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*[]<>|"})
 
 
 def md_escape(s: str) -> str:
-    """``s`` safe inside a markdown table cell: line breaks become spaces, markdown and HTML
-    punctuation is backslash-escaped (so no ``|`` ends a cell, no backtick, link or tag)."""
+    """``s`` safe inside a markdown table cell: line breaks become spaces, and the characters
+    that end a cell, open code, a link, an image, a tag or emphasis (``| ` [ ] < > *`` and the
+    backslash) are backslash-escaped. (``_`` is left alone: names use it, and inside a cell it
+    can at most italicise.)"""
     s = " ".join(str(s).splitlines())
     return s.translate(_MD_SPECIAL)
 

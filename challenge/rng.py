@@ -79,6 +79,8 @@ STREAMS: dict[str, Stream] = {
     "interactions.circuit_random": Stream(0, doc="random latents of the circuit's ablation"),
     # SAEs
     "sae.train": Stream(0, doc="SAE initialisation, then the training batches"),
+    # the private test split (challenge.private; the seed is the organiser's secret)
+    "private.windows": Stream(0, doc="shuffle of the windows the test split is drawn from"),
 }
 
 

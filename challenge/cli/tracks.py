@@ -8,17 +8,48 @@ from pathlib import Path
 from challenge.track import DEFAULT_TRACK
 
 
-def build(track: str = DEFAULT_TRACK, /, out: Path | None = None) -> Path:
-    """Build a challenge track's real activation sets (public / heldout / context splits).
+def build(
+    track: str = DEFAULT_TRACK,
+    /,
+    out: Path | None = None,
+    private: bool = False,
+    secret_seed: int | None = None,
+    source: str | None = None,
+) -> Path:
+    """Build a challenge track's real activation sets (public / heldout / context splits), or
+    with --private its never-published test split (docs/integrity.md).
 
     Args:
-        track: registered track id (see `plateau tracks`) or a JSON TrackSpec file.
-        out: output directory (default: the local cache, $PLATEAU_CACHE/tracks/<id>/v<version>).
+        track: registered track id (see `plateau tracks`), a JSON TrackSpec file, or (with
+            --private) a built track directory.
+        out: output directory (default: the local cache, $PLATEAU_CACHE/tracks/<id>/v<version>;
+            with --private $PLATEAU_CACHE/private/<id>/v<version>). Keep a private split apart
+            from anything published.
+        private: build the private test split: windows in none of the published splits, drawn
+            with a secret seed; the published held-out split becomes the dev split.
+        secret_seed: the private split's seed (default: 63 random bits, recorded only in the
+            private folder's track.json).
+        source: the private split's prompt source (default: the track's own), e.g.
+            textfile:<path> of texts the organiser keeps.
     """
     from challenge.track import build_track, get_spec
 
-    spec = get_spec(track)
     t0 = time.perf_counter()
+    if private:
+        from challenge.models import load_model
+        from challenge.private import build_private_split
+        from challenge.track import resolve_track
+
+        tr = resolve_track(track)
+        path = build_private_split(
+            tr, load_model(tr.spec.model), secret_seed=secret_seed, source=source, out=out
+        )
+        print(
+            f"built the private test split of {tr.spec.track_id} -> {path} "
+            f"({time.perf_counter() - t0:.1f} s); keep it apart from the published track"
+        )
+        return path
+    spec = get_spec(track)
     path = build_track(spec, out)
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     print(

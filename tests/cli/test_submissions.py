@@ -69,7 +69,30 @@ def test_submit_then_leaderboard(plateau, submission, tiny_track_dir, tmp_path, 
     assert (board / TINY / "index.html").exists()
     for track in (TINY, tiny_track_dir):  # a registered id, or a track directory
         out = plateau("leaderboard", "--track", track, "--board", board)
-        assert f"# Leaderboard: `{TINY}`" in out and "| 1 | gaussian |" in out
+        assert f"# Leaderboard: `{TINY}`" in out and "| - | gaussian |" in out
+        assert out.index("## Unverified") < out.index("| - | gaussian |")  # activations only
+    assert rep["submission"]["access"] == {
+        "category": "unverified", "verified_by": "none", "access": []
+    }  # fmt: skip
+
+
+def test_an_existing_name_is_refused_unless_replace(
+    plateau, submission, tiny_track_dir, tmp_path, capsys
+):
+    board = tmp_path / "board"
+    record = board / TINY / "gaussian.json"
+    plateau("submit", submission, "--track", tiny_track_dir, *SMALL, "--board", board)
+    before = record.read_bytes()
+    with pytest.raises(SystemExit) as e:
+        plateau("submit", submission, "--track", tiny_track_dir, *SMALL, "--board", board)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "'gaussian' is already on the board" in err and "--replace" in err
+    assert record.read_bytes() == before
+    plateau(
+        "submit", submission, "--track", tiny_track_dir, *SMALL, "--seed", 1, "--board", board,
+        "--replace",
+    )  # fmt: skip
+    assert json.loads(record.read_text())["config"]["seed"] == 1
 
 
 def test_main_job(plateau, printed, tiny_track_dir, tmp_path, read_json):
@@ -84,7 +107,12 @@ def test_main_job(plateau, printed, tiny_track_dir, tmp_path, read_json):
         assert f'"{name}"' in out
     assert (board / TINY / "index.html").exists() and f"wrote {board / TINY / 'index.html'}" in out
     rows = (board / TINY / "README.md").read_text()
-    assert "| heldout_real |" in rows and "| isotropic |" in rows
+    assert "| 1 | isotropic |" in rows and "| - | heldout_real |" in rows  # oracle: reference
+    assert rows.index("## Synthetic") < rows.index("isotropic") < rows.index("## Reference")
+    assert rows.index("## Reference") < rows.index("heldout_real")
+    oracle = read_json(board / TINY / "heldout_real.json")
+    assert oracle["submission"]["access"]["category"] == "reference"
+    assert "copy check skipped: reference line, not ranked" in oracle["validation"]["checks"]
 
     # the board's records were made on other track data (another machine rebuilt the track:
     # fp32 noise changes its manifest): main re-scores every entry, then renders once
