@@ -231,7 +231,8 @@ def plot_scores(track_id: str, rows: list[dict], path: Path) -> Path:
         s = np.array([rows[i]["score"] for i in idx])
         lo = np.array([rows[i]["ci_low"] for i in idx])
         hi = np.array([rows[i]["ci_high"] for i in idx])
-        ax.errorbar(s, y[idx], xerr=[s - lo, hi - s], fmt="o", color=colour, capsize=3, label=key)
+        err = [np.maximum(s - lo, 0), np.maximum(hi - s, 0)]  # a percentile interval may exclude s
+        ax.errorbar(s, y[idx], xerr=err, fmt="o", color=colour, capsize=3, label=key)
     labels = [f"{r['rank']}. {r['name']}" if r["rank"] else r["name"] for r in rows]
     ax.set_yticks(y, labels, fontsize=8)
     ax.set_xlim(-0.02, 1.02)
