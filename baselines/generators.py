@@ -100,13 +100,18 @@ class Interpolation:
 
 
 class HeldoutReal:
-    """Oracle upper bound: the track's held-out real activations themselves (uses held-out data)."""
+    """Oracle upper bound: held-out real activations outside the scorer's reference half (a real
+    sample disjoint from the reference; uses held-out data)."""
 
     name, uses, access = "heldout_real", ["heldout_activations"], ("heldout",)
-    description = "oracle: the held-out real activations (in a seeded order)"
+    description = (
+        "oracle: held-out real activations outside the scorer's reference half (in a seeded order)"
+    )
 
     def fit(self, track, lm) -> None:
-        self.acts = track.acts("heldout")
+        from challenge.scorer import oracle_rows
+
+        self.acts = track.acts("heldout")[oracle_rows(track)]
 
     def sample(self, n: int, *, seed: int) -> Tensor:
         if n > len(self.acts):

@@ -12,8 +12,10 @@ hook per row, as the papers' code does. ``auto`` picks ``tail`` when the model i
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Literal
@@ -29,7 +31,7 @@ from transformer_lens import HookedTransformer
 from challenge import checks
 from challenge.activations import capture
 from challenge.errors import ConfigError
-from challenge.tail import TailRunner, supports
+from challenge.tail import PrefixCache, TailRunner, supports
 
 HOOK_PATTERN = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|post)$")
 """A residual-stream hook name: ``blocks.L.hook_resid_pre`` or ``blocks.L.hook_resid_post``."""
@@ -122,7 +124,7 @@ LN2 = math.log(2.0)
 
 
 def distribution_divergences(
-    logits: Float[Tensor, "batch step vocab"], block: int = 128
+    logits: Float[Tensor, "batch step vocab"], block: int = 128, js: bool = True
 ) -> dict[str, Tensor]:
     """KL(p_0||p_s), JS(p_0, p_s), H(p_0, p_s) and top-1 change, against step 0 of each row.
 
@@ -132,9 +134,12 @@ def distribution_divergences(
     CE = KL + H(p_0), and JS = -1/2 sum p_0 g(D) - 1/2 sum p_s g(-D) with
     g(D) = log((1 + e^D) / 2), which is 0 term by term where D = 0 (the textbook
     ``ln 2 - ...`` form leaves an fp32 residue of ln 2 |1 - sum p|, ~1e-5 over 49k tokens).
-    Computed curve by curve in blocks of ``block`` steps, so each pass stays in cache."""
+    Computed curve by curve in blocks of ``block`` steps, so each pass stays in cache.
+    ``js=False`` skips JS (its two transcendental passes cost more than KL and CE together)
+    and returns it as NaN."""
     B, S, _ = logits.shape
-    out = {k: torch.empty(B, S, device=logits.device) for k in ("kl", "js", "ce")}
+    out = {k: torch.empty(B, S, device=logits.device) for k in ("kl", "ce")}
+    out["js"] = torch.full((B, S), float("nan"), device=logits.device)
     top = torch.empty(B, S, dtype=torch.long, device=logits.device)
     for b in range(B):
         lp0 = p0 = h0 = None
@@ -146,11 +151,14 @@ def distribution_divergences(
                 p0 = lp0.exp()
                 h0 = -torch.dot(p0, lp0)
             top[b, sl] = L.max(-1).indices
-            p = L.exp()
+            p = L.exp() if js else None
             D = L.sub_(lp0)  # in place: log p_s is not needed any more
             kl = -(D @ p0)
-            js = -0.5 * (_half_log_mix(D) @ p0) - 0.5 * torch.linalg.vecdot(p, _half_log_mix(-D))
-            out["kl"][b, sl], out["js"][b, sl], out["ce"][b, sl] = kl, js, kl + h0
+            out["kl"][b, sl], out["ce"][b, sl] = kl, kl + h0
+            if js:
+                out["js"][b, sl] = -0.5 * (_half_log_mix(D) @ p0) - 0.5 * torch.linalg.vecdot(
+                    p, _half_log_mix(-D)
+                )
     return {
         "kl": out["kl"].clamp_min(0),
         "js": out["js"].clamp_min(0),
@@ -186,6 +194,41 @@ class PerturbationEngine:
         )
         self.tail = TailRunner(model, self.start) if self.backend == "tail" else None
         self.device = next(model.parameters()).device
+        self._prefixes: OrderedDict[bytes, tuple[Tensor, PrefixCache]] = OrderedDict()
+
+    PREFIX_CACHE_BYTES = 2**31
+    """Memory for memoised prefixes (least recently used dropped beyond it): probes that call
+    the engine again and again on the same contexts (bisection rounds) compute each prefix once."""
+
+    def _prefix(self, tokens: Tensor) -> tuple[Tensor, PrefixCache]:
+        """The clean residual at the write point (all positions) and the tail's prefix cache for
+        ``tokens``; a pure function of the tokens, memoised by their bytes."""
+        key = hashlib.sha256(
+            tokens.cpu().numpy().tobytes() + str(tuple(tokens.shape)).encode()
+        ).digest()
+        hit = self._prefixes.get(key)
+        if hit is not None:
+            self._prefixes.move_to_end(key)
+            return hit
+        name = self._write_name()
+        with torch.no_grad():  # TransformerLens runs only the blocks before the write point
+            prefix = capture(
+                self.model,
+                tokens,
+                [name],
+                positions="all",
+                batch_size=max(1, len(tokens)),  # one forward, as the prefix cache needs
+                float32=False,  # the model's own dtype, as the tail runs in it
+            )[name]
+            cache = self.tail.prefix_from_write(prefix)
+        self._prefixes[key] = (prefix, cache)
+        size = lambda e: sum(t.numel() * t.element_size() for t in (e[0], *e[1].keys, *e[1].values))  # noqa: E731
+        while (
+            len(self._prefixes) > 1
+            and sum(map(size, self._prefixes.values())) > self.PREFIX_CACHE_BYTES
+        ):
+            self._prefixes.popitem(last=False)
+        return prefix, cache
 
     # ------------------------------------------------------------------ clean runs
     def _write_name(self) -> str:
@@ -227,17 +270,7 @@ class PerturbationEngine:
         return self._forward_reference(tokens, points, capture_mlp_pre)
 
     def _forward_tail(self, tokens, points, capture_mlp_pre):
-        name = self._write_name()
-        with torch.no_grad():  # TransformerLens runs only the blocks before the write point
-            prefix = capture(
-                self.model,
-                tokens,
-                [name],
-                positions="all",
-                batch_size=max(1, len(tokens)),  # one forward, as the prefix cache needs
-                float32=False,  # the model's own dtype, as the tail runs in it
-            )[name]
-            cache = self.tail.prefix_from_write(prefix)
+        prefix, cache = self._prefix(tokens)
         out = self.tail.run(
             points.to(prefix.dtype),  # the model's dtype (a no-op for float32 models)
             cache,
@@ -293,6 +326,7 @@ class PerturbationEngine:
         reduce: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None,
         max_rows: int | None = None,
         desc: str = "curves",
+        js: bool = True,
     ) -> Curves:
         """Response curves for each path, measured against the path's first point.
 
@@ -300,7 +334,9 @@ class PerturbationEngine:
         ``capture_mlp_pre``, ``mlp_pre``) and its tensors ``[b, ...]`` are concatenated into
         ``Curves.extra``: per-step statistics of what is too large to keep (the studies reduce
         the MLP pre-activations to sign flips this way; ``keep_mlp_pre=False`` drops the raw
-        array). ``max_rows`` overrides the engine's rows per forward call."""
+        array). ``max_rows`` overrides the engine's rows per forward call; ``js=False`` leaves
+        the Jensen-Shannon curves NaN (the costliest divergence; the scorer's probes need only L2
+        and KL)."""
         tokens = torch.as_tensor(tokens)
         paths = torch.as_tensor(paths, dtype=torch.float32)
         B, S, _ = paths.shape
@@ -317,7 +353,7 @@ class PerturbationEngine:
             )
             read = out["read"].float()
             l2 = (read - read[:, :1]).norm(dim=-1)
-            div = distribution_divergences(out["logits"])
+            div = distribution_divergences(out["logits"], js=js)
             parts.append(
                 Curves(
                     l2=l2.cpu().numpy(),

@@ -3,7 +3,10 @@
 ```
 leaderboard/<track_id>/<submission>.json   score report (schema-validated)
 leaderboard/<track_id>/<submission>.png    its feature distributions vs held-out real
-leaderboard/<track_id>/README.md           one table per section, sorted by gap closed
+leaderboard/<track_id>/<submission>.npz    its arrays (per-point features, bootstrap scores)
+leaderboard/<track_id>/README.md           one table per section; synthetic entries ranked by
+                                           paired bootstrap differences (ties share a rank)
+leaderboard/<track_id>/scores.png          every entry's score and 95 % interval, by section
 leaderboard/<track_id>/index.html          the same, sortable (no external assets), each entry's plot
 ```
 
@@ -30,15 +33,27 @@ from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+
 from challenge.errors import ChallengeError
+from challenge.ranking import rank
 from challenge.scorer import SCHEMA_ID, ScoreReport
 from challenge.submission import NAME_PATTERN
 
 ROOT = Path("leaderboard")
+SCORE_TEXT = (
+    "Score = clip(2 (1 - AUC), 0, 1) of a cross-fitted classifier telling the entry's plateau "
+    "probes (radius around each point, sharpness toward its nearest real neighbour) from those "
+    "of held-out real activations in the same contexts: 1 = indistinguishable, 0 = always told "
+    "apart. Intervals: 95 % bootstrap over contexts. Synthetic entries are ranked by paired "
+    "bootstrap differences: an entry not resolved from the one above shares its rank (tied)."
+)
 COLUMNS = [
     ("rank", "#"),
     ("name", "submission"),
-    ("gap_closed", "gap closed"),
+    ("score", "score"),
+    ("ci", "95 % interval"),
+    ("tie", "vs entry above"),
     ("mean_ks", "mean KS"),
     ("verified_by", "verified"),
     ("uses", "uses"),
@@ -68,7 +83,9 @@ MAX_RECORD_BYTES = 8 << 20
 def _identity(rep) -> tuple[str, str, str]:
     """What must be equal for two records to be ranked together: scorer (schema and suite
     version), scorer config and track data."""
-    scorer = f"{SCHEMA_ID} suite {rep.provenance.get('suite_version', '?')}"
+    scorer = (
+        f"{SCHEMA_ID} scorer {rep.scorer_version} suite {rep.provenance.get('suite_version', '?')}"
+    )
     return scorer, json.dumps(asdict(rep.config), sort_keys=True), rep.track.manifest_sha256
 
 
@@ -142,42 +159,87 @@ def _text(v) -> str:
     return "" if v is None else str(v)
 
 
+def _bootstrap(path: Path) -> np.ndarray:
+    """An entry's bootstrap scores (``bootstrap/score`` of its ``.npz``)."""
+    npz = path.with_suffix(".npz")
+    try:
+        with np.load(npz) as z:
+            return z["bootstrap/score"]
+    except (OSError, KeyError, ValueError) as e:
+        raise ChallengeError(f"bootstrap scores unreadable: {e}", file=str(npz)) from None
+
+
 def load_entries(track_id: str, root: Path = ROOT) -> list[dict]:
-    """The board's rows, grouped by section (``SECTIONS`` order), each sorted by gap closed
-    (then mean KS); ``rank`` is the place among synthetic entries (``None`` elsewhere). See
-    :func:`load_records`."""
+    """The board's rows, grouped by section (``SECTIONS`` order), each sorted by score; synthetic
+    entries are ranked by paired bootstrap differences (``challenge.ranking``: an entry not
+    resolved from the one above shares its rank, ``tie`` says by how much); ``rank`` is
+    ``None`` outside the synthetic section. See :func:`load_records`."""
+    recs = load_records(track_id, root)
     rows = []
-    for rep in load_records(track_id, root).values():
-        sub = rep.submission
-        section, verified = category(rep)
-        rows.append(
-            {
-                "name": sub["name"],
-                "section": section,
-                "verified_by": verified,
-                "gap_closed": rep.headline.gap_closed,
-                "mean_ks": rep.headline.mean_ks,
-                "uses": _text(sub.get("uses")),
-                "generator": _text(sub.get("generator")),
-                "plot": f"{sub['name']}.png",
-                "features": {k: v.ks for k, v in rep.features.items()},
-            }
-        )
-    order = list(SECTIONS)
-    rows.sort(
-        key=lambda r: (
-            order.index(r["section"]),
-            -(r["gap_closed"] if r["gap_closed"] is not None else -1e9),
-            r["mean_ks"],
-        )
-    )
-    place = 0
-    for r in rows:
-        r["rank"] = None
-        if r["section"] == "synthetic":
-            place += 1
-            r["rank"] = place
+    for key in SECTIONS:
+        members = {
+            rep.submission["name"]: (p, rep) for p, rep in recs.items() if category(rep)[0] == key
+        }
+        ranked = rank({n: (rep.headline.score, _bootstrap(p)) for n, (p, rep) in members.items()})
+        for r in ranked:
+            rep = members[r.name][1]
+            sub, h = rep.submission, rep.headline
+            tie = ""
+            if r.diff_ci is not None:
+                tie = (
+                    f"{'tied' if r.tied_with_above else 'below'}: -{r.diff_to_above:.3f} "
+                    f"[{r.diff_ci[0]:.3f}, {r.diff_ci[1]:.3f}]"
+                )
+            rows.append(
+                {
+                    "rank": r.rank if key == "synthetic" else None,
+                    "name": sub["name"],
+                    "section": key,
+                    "verified_by": category(rep)[1],
+                    "score": h.score,
+                    "ci": f"[{h.ci[0]:.3f}, {h.ci[1]:.3f}]",
+                    "ci_low": h.ci[0],
+                    "ci_high": h.ci[1],
+                    "tie": tie,
+                    "mean_ks": h.mean_ks,
+                    "uses": _text(sub.get("uses")),
+                    "generator": _text(sub.get("generator")),
+                    "plot": f"{sub['name']}.png",
+                    "features": {k: v.ks for k, v in rep.features.items()},
+                }
+            )
     return rows
+
+
+def plot_scores(track_id: str, rows: list[dict], path: Path) -> Path:
+    """Every entry's score with its 95 % interval: synthetic entries (by rank), then the
+    reference lines and unverified entries in their own colours."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from challenge.plots import save_figure
+
+    colours = {"synthetic": "#1f77b4", "reference": "#7f7f7f", "unverified": "#ff7f0e"}
+    fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(rows) + 1.4))
+    y = np.arange(len(rows))[::-1]
+    for key, colour in colours.items():
+        idx = [i for i, r in enumerate(rows) if r["section"] == key]
+        if not idx:
+            continue
+        s = np.array([rows[i]["score"] for i in idx])
+        lo = np.array([rows[i]["ci_low"] for i in idx])
+        hi = np.array([rows[i]["ci_high"] for i in idx])
+        ax.errorbar(s, y[idx], xerr=[s - lo, hi - s], fmt="o", color=colour, capsize=3, label=key)
+    labels = [f"{r['rank']}. {r['name']}" if r["rank"] else r["name"] for r in rows]
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_xlabel("score = clip(2 (1 - AUC), 0, 1), 95 % bootstrap interval")
+    ax.set_title(f"{track_id}: plateau score", fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    return save_figure(fig, path, dpi=90)
 
 
 def sections(rows: list[dict]) -> dict[str, list[dict]]:
@@ -222,14 +284,9 @@ def render_markdown(track_id: str, rows: list[dict]) -> str:
         parts.append(f"## {title}\n\n{intro}\n\n{head}{body}")
     return (
         f"# Leaderboard: `{md_escape(track_id)}`\n\n"
-        "Gap closed = (ceiling - KS) / (ceiling - floor), averaged over plateau features: 1 means as "
-        "close to held-out real activations as a second real sample, 0 as far as N(mu, Sigma). "
-        "See `challenge/scorer.py`; each entry's report is `<name>.json`, its plot `<name>.png`. "
-        "Resolution (measured on smollm2-135m-l1): at the default 100 curves per probe, rescoring "
-        "with scorer seeds 1 and 2 moved the top entries' gap closed by up to 0.37, so entries "
-        "closer than that are not separated "
-        "(docs/baselines.md, scorer resolution). Sections and what is verified: "
-        "docs/integrity.md.\n\n" + "\n".join(parts)
+        f"{SCORE_TEXT} Each entry's report is `<name>.json`, its plot `<name>.png`; design, "
+        "probes and measured resolution: docs/scoring.md; sections and what is verified: "
+        "docs/integrity.md.\n\n![scores with 95 % intervals](scores.png)\n\n" + "\n".join(parts)
     )
 
 
@@ -265,7 +322,8 @@ th,td{{border:1px solid #ccc;padding:4px 8px;font-size:14px;vertical-align:top}}
 th{{background:#eef;cursor:pointer;user-select:none}} th.sorted{{background:#ccf}}
 </style></head><body>
 <h1>Plateau challenge leaderboard: <code>{e(track_id)}</code></h1>
-<p>Gap closed = (ceiling &minus; KS) / (ceiling &minus; floor), averaged over plateau features. At 100 curves per probe (measured on smollm2-135m-l1), entries closer than ~0.4 are not separated by the scorer (docs/baselines.md). Only synthetic entries are ranked (docs/integrity.md). Click a column to sort.</p>
+<p>{e(SCORE_TEXT)} Only synthetic entries are ranked (docs/integrity.md). Click a column to sort.</p>
+<p><img src="./scores.png" alt="every entry's score with its 95 % interval"></p>
 {chr(10).join(tables)}
 <script>
 let dir = {{}};
@@ -294,6 +352,8 @@ def render(track_id: str, root: Path = ROOT) -> list[dict]:
     rows = load_entries(track_id, root)
     d = root / track_id
     d.mkdir(parents=True, exist_ok=True)
+    if rows:
+        plot_scores(track_id, rows, d / "scores.png")
     (d / "README.md").write_text(render_markdown(track_id, rows))
     (d / "index.html").write_text(render_html(track_id, rows))
     return rows

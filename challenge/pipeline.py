@@ -52,7 +52,8 @@ class MainConfig:
 class MainEntry:
     """One generator's outcome: its headline numbers, or why it was refused."""
 
-    gap_closed: float | None = None
+    score: float | None = None
+    ci: tuple[float, float] | None = None
     mean_ks: float | None = None
     refused: str | None = None
     seconds: float = 0.0
@@ -172,10 +173,10 @@ def run_main(
                 access=generator_access(gen),
                 replace=True,
             ).headline
-            entry = MainEntry(gap_closed=head.gap_closed, mean_ks=head.mean_ks)
-            g = entry.gap_closed
+            entry = MainEntry(score=head.score, ci=head.ci, mean_ks=head.mean_ks)
             log.info(
-                f"{name}: gap closed {g if g is None else round(g, 3)}, mean KS {entry.mean_ks:.3f}"
+                f"{name}: score {head.score:.3f} [{head.ci[0]:.3f}, {head.ci[1]:.3f}], "
+                f"mean KS {head.mean_ks:.3f}"
             )
         except ChallengeError as e:
             entry = MainEntry(refused=str(e))

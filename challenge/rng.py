@@ -41,9 +41,14 @@ STREAMS: dict[str, Stream] = {
     "p3.contexts": Stream(0, doc="P3: which base activations are probed"),
     "p3.direction": Stream(0, 1000, "P3: the i-th direction kind of the config"),
     # scorer
-    "scorer.reference": Stream(0, doc="held-out rows split into reference and floor"),
-    "scorer.rows": Stream(1, doc="which submitted rows are scored"),
-    "scorer.ceiling": Stream(7, doc="the N(mu, Sigma) ceiling sample"),
+    "scorer.reference": Stream(0, doc="the held-out reference half (always run seed 0)"),
+    "scorer.rows": Stream(1, doc="the order in which submitted rows fill the slots"),
+    "scorer.contexts": Stream(2, doc="each slot's context prompt"),
+    "scorer.directions": Stream(3, doc="each slot's random radius directions"),
+    "scorer.ap_ends": Stream(4, doc="each slot's N(mu, Sigma) AP end point"),
+    "scorer.reference_order": Stream(5, doc="the order in which reference rows fill the slots"),
+    "scorer.folds": Stream(6, doc="cross-fitting folds of the slots, and the classifier's seed"),
+    "scorer.bootstrap": Stream(8, doc="bootstrap resamples of the slots (shared by all entries)"),
     # studies
     "layers.control": Stream(0, 1, "cov-random-mixture control at write layer index"),
     "steering.random": Stream(1, doc="cov-random-mixture directions"),

@@ -1,20 +1,27 @@
-"""The scorer: do submitted activations sit on plateaus like held-out real ones?
+"""The scorer (v2): do submitted activations sit on plateaus like held-out real ones?
 
-Every candidate point v_i (submitted, or held-out real for the reference) is written at the
-track's write point in context prompt c_i and probed with P1 both ways:
+Design (docs/scoring.md):
 
-- **origin** (the plateau around v): path v_i -> a_{c_i}, the context's own real activation;
-- **target** (v as the end of a real path): path a_{c_i} -> v_i;
+1. **Slots.** ``n`` slots are drawn from the run seed; slot ``i`` holds a context prompt, ``k``
+   random unit directions and an N(mu, Sigma) end point. Submitted row ``i`` (every submitted row
+   by default, in a seeded order) and reference row ``i`` (the held-out *reference half*, see
+   :func:`reference_rows`) are written in the same slot: every entry and the reference share
+   contexts and randomness (a paired design).
+2. **Probes at the point** (``challenge.probes``): the plateau radius around ``v`` (bisection
+   along random directions) and P2 sharpness toward ``v``'s nearest public real activation by
+   default, chosen by measured real-vs-N(mu, Sigma) separation; each gives per-point features.
+3. **Headline: a classifier two-sample test.** A gradient-boosted classifier (scikit-learn)
+   separates reference from submission features, cross-fitted over slot folds; the
+   out-of-fold scores give an AUC, and ``score = clip(2 (1 - AUC), 0, 1)``: 1 when the
+   submission's plateaus cannot be told from real ones, 0 when they always can. No division by
+   a noisy spread.
+4. **Precision.** A 95 % percentile interval from a bootstrap over slots (contexts with their
+   reference and submission rows, resampled jointly); the bootstrap indices depend on the seed
+   only, so two reports of one config are paired (``arrays["bootstrap/score"]``) and the
+   leaderboard ranks entries by paired differences.
 
-each in the relative scheme (MS on L2 and KL, nonlinearity and area-ratio steps) and the
-absolute scheme (plateau length), scale-free units. Per feature: KS between the candidate's and
-the held-out reference's distributions, with a bootstrap CI. Two calibration points are scored
-the same way: the **floor** (a second, disjoint held-out real sample: real-vs-real noise) and
-the **ceiling** (N(mu, Sigma) of the public split: the random baseline). Per feature,
-gap closed = (ceiling - submission) / (ceiling - floor), clipped above at 1; the headline is its
-mean over features whose ceiling exceeds the floor by at least 0.05.
-
-The result is a :class:`ScoreReport`, written as a ``plateau-score/1`` JSON document (schema:
+Per-feature KS statistics against the reference stay in every report as a diagnostic.
+The result is a :class:`ScoreReport` written as a ``plateau-score/2`` JSON document (schema:
 ``challenge/schemas/score_report.schema.json``, generated from the class).
 """
 
@@ -35,46 +42,91 @@ import challenge
 from challenge import checks, rng
 from challenge import metrics as M
 from challenge.directions import ActivationStats, gaussian_like
+from challenge.errors import ConfigError
 from challenge.metrics import Summary
 from challenge.models import LoadedModel, cache_root
-from challenge.protocols import UNITS, P1Config, Units, p1_probe, resolve_p1
+from challenge.probes import ProbeConfig, Slots, run_probes, unit_directions
 from challenge.results import provenance, save_result, to_jsonable
 from challenge.schemas import JSON_CONFIG
 from challenge.submission import SubmissionMeta
 
-SCHEMA_ID = "plateau-score/1"
+SCHEMA_ID = "plateau-score/2"
 SCHEMA_NAME = "score_report"
-MIN_SPREAD = 0.05
+SCORER_VERSION = "2.0"
+"""Changes whenever the same inputs could score differently; part of every record's identity."""
 
 Fraction = Annotated[float, Field(ge=0, le=1)]
-AtMostOne = Annotated[float, Field(le=1)]
+
+
+@dataclass
+class ClassifierConfig:
+    """The two-sample classifier (scikit-learn ``HistGradientBoostingClassifier``)."""
+
+    __pydantic_config__ = JSON_CONFIG
+
+    n_folds: int = 5
+    """Cross-fitting folds over slots (a slot's reference and submission rows share a fold)."""
+    max_iter: int = 100
+    """Boosting iterations (no early stopping: the fit is deterministic)."""
+    max_leaf_nodes: int = 8
+    """Leaves per tree."""
+    learning_rate: float = 0.1
+    """Shrinkage."""
+    min_samples_leaf: int = 20
+    """Smallest leaf."""
+
+    def __post_init__(self) -> None:
+        checks.integer(self.n_folds, "n_folds", minimum=2)
+        checks.integer(self.max_iter, "max_iter", minimum=1)
+        checks.integer(self.max_leaf_nodes, "max_leaf_nodes", minimum=2)
+        checks.number(self.learning_rate, "learning_rate", positive=True)
+        checks.integer(self.min_samples_leaf, "min_samples_leaf", minimum=1)
 
 
 @dataclass
 class ScoreConfig:
-    """How a submission is probed; part of every report (and of the leaderboard's identity:
-    records made with another config are not ranked together)."""
+    """How a submission is probed and scored; part of every report (and of the leaderboard's
+    identity: records made with another config are not ranked together)."""
 
     __pydantic_config__ = JSON_CONFIG
 
-    n_curves: int = 100
-    """Curves per probe: submitted rows scored, and the reference, floor and ceiling samples."""
-    n_steps: int = 50
-    """Points per P1 path (relative scheme; the absolute scheme has ``n_steps + 1``); at least
-    ``metrics.NL_FIT_STEPS`` (10)."""
-    n_boot: int = 200
-    """Bootstrap resamples of the KS confidence interval."""
+    n_points: int | None = None
+    """Slots scored. ``None`` (official): every submitted row, one slot each (as many as the
+    reference half holds); an integer scores a seeded subset of that many rows (quick runs)."""
+    probes: ProbeConfig = field(
+        default_factory=lambda: ProbeConfig(probes=("radius", "p2"), n_directions=6, bisect_steps=7)
+    )
+    """The probes run at every point, and their constants."""
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    """The cross-fitted two-sample classifier."""
+    n_boot: int = 1000
+    """Bootstrap resamples of the slots (the headline's interval)."""
     seed: int = 0
-    """Run seed; the draws use the ``scorer.*`` streams of ``challenge.rng``."""
-    units: Units = "scale_free"
-    """P1 units: ``scale_free`` (the track's measured units) or ``gpt2``."""
+    """Run seed: slots (contexts, directions, AP ends), row order, folds and bootstrap use the
+    ``scorer.*`` streams of ``challenge.rng``."""
 
     def __post_init__(self) -> None:
-        checks.integer(self.n_curves, "n_curves", minimum=1)
-        checks.integer(self.n_steps, "n_steps", minimum=M.NL_FIT_STEPS)
+        if isinstance(self.probes, dict):
+            self.probes = ProbeConfig(**self.probes)
+        if isinstance(self.classifier, dict):
+            self.classifier = ClassifierConfig(**self.classifier)
+        if self.n_points is not None:
+            checks.integer(self.n_points, "n_points", minimum=2 * self.classifier.n_folds)
         checks.integer(self.n_boot, "n_boot", minimum=1)
         checks.integer(self.seed, "seed")
-        checks.choice(self.units, UNITS, "units")
+
+    def quick(self) -> ScoreConfig:
+        """The same config made small for smoke runs: 40 points, 2 directions, 4 bisection
+        rounds, 11-point P2 paths, 100 bootstrap draws (its records are not ranked with
+        full ones)."""
+        from dataclasses import replace
+
+        return replace(
+            self,
+            n_points=40,
+            probes=replace(self.probes, n_directions=2, bisect_steps=4, p2_steps=11),
+            n_boot=100,
+        )
 
 
 @dataclass
@@ -85,7 +137,7 @@ class ScoredTrack:
 
     id: str
     version: str
-    manifest_sha256: Annotated[str, Field(pattern="^[0-9a-f]{64}$")]
+    manifest_sha256: Annotated[str, Field(pattern="^[0-9a-f]{64}$|^unknown$")]
     """sha256 of the track's ``manifest.json``: which data exactly."""
     units: dict[str, float]
     """The track's measured units (``Track.units``)."""
@@ -97,29 +149,32 @@ class ScoreHeadline:
 
     __pydantic_config__ = JSON_CONFIG
 
-    gap_closed: AtMostOne | None
-    """Mean gap closed over the informative features (``None`` when none is)."""
-    n_features: int
-    """Informative features: ceiling KS - floor KS >= ``MIN_SPREAD``."""
+    score: Fraction
+    """``clip(2 (1 - AUC), 0, 1)`` of the cross-fitted classifier: 1 = indistinguishable from
+    held-out real plateaus, 0 = always told apart."""
+    ci: tuple[float, float]
+    """95 % percentile bootstrap interval of ``score`` (slots resampled)."""
+    auc: Annotated[float, Field(ge=0, le=1)]
+    """Out-of-fold AUC of reference (0) vs submission (1)."""
+    n_points: int
+    """Slots scored (submission rows = reference rows = contexts)."""
+    features: list[str]
+    """The probe features the classifier used (fixed per track and scorer version)."""
     mean_ks: Fraction
-    """Mean KS to the held-out reference over all features."""
+    """Mean per-feature KS to the reference (diagnostic)."""
 
 
 @dataclass
 class FeatureScore:
-    """One plateau feature of a submission against the held-out reference."""
+    """One probe feature of a submission against the reference (a diagnostic)."""
 
     __pydantic_config__ = JSON_CONFIG
 
     ks: Fraction
     ks_ci: tuple[float, float]
     """95 % percentile bootstrap interval of ``ks``."""
-    floor: float
-    """KS of a second held-out real sample (real-vs-real noise)."""
-    ceiling: float
-    """KS of N(mu, Sigma) of the public split (the random baseline)."""
-    gap_closed: AtMostOne | None
-    """(ceiling - ks) / (ceiling - floor), clipped at 1; ``None`` when the spread is too small."""
+    auc: Annotated[float, Field(ge=0, le=1)]
+    """AUC of this feature alone (reference 0, submission 1; 0.5 = no difference)."""
     submission: Summary
     reference: Summary
 
@@ -138,13 +193,15 @@ class ScoreProvenance(TypedDict):
 @dataclass
 class ScoreReport:
     """A score report: what was scored (``submission``, ``track``, ``config``), the ranking
-    numbers (``headline``), per-feature scores, provenance and, for a submission folder, its
-    validation. ``to_json()`` is the ``plateau-score/1`` document; ``arrays`` (per-curve
-    features, ``submission/<feature>`` and ``reference/<feature>``) go to the ``.npz``."""
+    numbers (``headline``), per-feature diagnostics, provenance and, for a submission folder,
+    its validation. ``to_json()`` is the ``plateau-score/2`` document; ``arrays`` (per-point
+    features ``submission/<f>``, ``reference/<f>``, out-of-fold classifier scores and the
+    bootstrap scores ``bootstrap/score``) go to the ``.npz``."""
 
     __pydantic_config__ = JSON_CONFIG
 
-    schema: Literal["plateau-score/1"] = field(default=SCHEMA_ID, kw_only=True)
+    schema: Literal["plateau-score/2"] = field(default=SCHEMA_ID, kw_only=True)
+    scorer_version: str = field(default=SCORER_VERSION, kw_only=True)
     submission: SubmissionMeta
     track: ScoredTrack
     config: ScoreConfig
@@ -159,6 +216,7 @@ class ScoreReport:
     def to_json(self) -> dict[str, Any]:
         doc = {
             "schema": self.schema,
+            "scorer_version": self.scorer_version,
             "submission": self.submission,
             "track": self.track,
             "config": self.config,
@@ -172,12 +230,13 @@ class ScoreReport:
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> ScoreReport:
-        """The report of a ``plateau-score/1`` document (``KeyError`` / ``TypeError`` /
+        """The report of a ``plateau-score/2`` document (``KeyError`` / ``TypeError`` /
         ``ConfigError`` when it is not one)."""
         if doc.get("schema") != SCHEMA_ID:
             raise KeyError(f"schema is {doc.get('schema')!r}, not {SCHEMA_ID!r}")
         return cls(
             schema=doc["schema"],
+            scorer_version=doc["scorer_version"],
             submission=doc["submission"],
             track=ScoredTrack(**doc["track"]),
             config=ScoreConfig(**doc["config"]),
@@ -188,7 +247,7 @@ class ScoreReport:
         )
 
     def __getitem__(self, key: str) -> Any:
-        """The JSON document's ``key`` (``report["headline"]["gap_closed"]``)."""
+        """The JSON document's ``key`` (``report["headline"]["score"]``)."""
         return self.to_json()[key]
 
     def save(self, out_dir: str | Path, name: str) -> Path:
@@ -197,47 +256,41 @@ class ScoreReport:
         return self.path
 
 
-def probe_features(track, engine, points: torch.Tensor, cfg: ScoreConfig) -> dict[str, np.ndarray]:
-    """P1 features of ``points`` written in the track's context prompts (origin and target)."""
-    n = len(points)
-    ctx_idx = torch.arange(n) % len(track.acts("context"))
-    toks, real = track.tokens("context")[ctx_idx], track.acts("context")[ctx_idx]
-    feats: dict[str, np.ndarray] = {}
-    for scheme in ("relative", "absolute"):
-        pc = P1Config(scheme=scheme, units=cfg.units, n_steps=cfg.n_steps, seed=cfg.seed)
-        r = resolve_p1(pc, track.units)
-        keep = ("ms_l2", "ms_kl", "nl_l2", "ar_l2") if scheme == "relative" else ("plateau_length",)
-        for role, (a, b) in {"origin": (points, real), "target": (real, points)}.items():
-            _, f = p1_probe(engine, toks, a, b, pc, r, desc=f"{role} {scheme}")
-            feats |= {f"{role}.{k}": f[k] for k in keep}
-    return feats
+# ------------------------------------------------------------------------------ data of a run
+def reference_rows(track) -> torch.Tensor:
+    """The held-out *reference half*: the scorer's real sample. It is fixed per track (seed 0
+    of ``scorer.reference``, whatever the run seed) so the other half stays a disjoint real
+    sample: the oracle entry (``heldout_real``) and the size of a submission (:func:`n_slots`)."""
+    n = len(track.acts("heldout"))
+    return rng.subset(n, n // 2, 0, "scorer.reference")
 
 
-def reference_sets(track, cfg: ScoreConfig) -> dict[str, torch.Tensor]:
-    """Held-out reference (A), disjoint held-out floor sample (B), random ceiling."""
-    held = track.acts("heldout")
-    n = min(cfg.n_curves, len(held) // 2)
-    idx = rng.subset(len(held), 2 * n, cfg.seed, "scorer.reference")
+def oracle_rows(track) -> torch.Tensor:
+    """The held-out rows outside the reference half (the oracle's real sample)."""
+    n = len(track.acts("heldout"))
+    mask = torch.ones(n, dtype=torch.bool)
+    mask[reference_rows(track)] = False
+    return torch.nonzero(mask)[:, 0]
+
+
+def n_slots(track) -> int:
+    """Rows a submission carries: the size of the reference half."""
+    return len(track.acts("heldout")) // 2
+
+
+def make_slots(track, n: int, cfg: ScoreConfig) -> Slots:
+    """Slot ``i``'s context (a seeded permutation of the context split, repeated when ``n``
+    exceeds it), radius directions and AP end, from the ``scorer.*`` streams of ``cfg.seed``."""
+    n_ctx = len(track.acts("context"))
+    g = rng.generator(cfg.seed, "scorer.contexts")
+    ctx = torch.cat([torch.randperm(n_ctx, generator=g) for _ in range(-(-n // n_ctx))])[:n]
     stats = ActivationStats.fit(track.acts("public"))
-    return {
-        "reference": held[idx[:n]],
-        "floor": held[idx[n:]],
-        "ceiling": gaussian_like(stats, n, rng.generator(cfg.seed, "scorer.ceiling")),
-    }
-
-
-def _ref_cache_path(track, cfg: ScoreConfig) -> Path:
-    key = json.dumps(
-        {"cfg": asdict(cfg), "manifest": track_checksum(track), "suite": challenge.__version__},
-        sort_keys=True,
-    )
-    h = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return (
-        cache_root()
-        / "scores"
-        / track.spec.track_id
-        / f"v{track.spec.version}"
-        / f"reference_{h}.npz"
+    k = cfg.probes.n_directions
+    return Slots(
+        tokens=track.tokens("context")[ctx],
+        context_acts=track.acts("context")[ctx],
+        dirs=unit_directions(n, k, track.d_model, rng.generator(cfg.seed, "scorer.directions")),
+        ap_ends=gaussian_like(stats, n, rng.generator(cfg.seed, "scorer.ap_ends")),
     )
 
 
@@ -250,28 +303,150 @@ def track_checksum(track) -> str:
     )
 
 
-def reference_features(track, engine, cfg: ScoreConfig) -> dict[str, dict[str, np.ndarray]]:
-    """Features of the reference, floor and ceiling sets; cached per track and config."""
-    path = _ref_cache_path(track, cfg)
-    if path.exists():
-        z = np.load(path)
-        out: dict[str, dict[str, np.ndarray]] = {}
-        for key in z.files:
-            group, feat = key.split("/", 1)
-            out.setdefault(group, {})[feat] = z[key]
-        return out
-    sets = reference_sets(track, cfg)
-    out = {g: probe_features(track, engine, pts, cfg) for g, pts in sets.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **{f"{g}/{k}": v for g, f in out.items() for k, v in f.items()})
-    return out
+def _ref_cache_path(track, cfg: ScoreConfig, n: int) -> Path:
+    key = json.dumps(
+        {
+            "probes": asdict(cfg.probes),
+            "seed": cfg.seed,
+            "n": n,
+            "manifest": track_checksum(track),
+            "scorer": SCORER_VERSION,
+            "suite": challenge.__version__,
+        },
+        sort_keys=True,
+    )
+    h = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return cache_root() / "scores" / track.spec.track_id / f"v{track.spec.version}" / f"ref_{h}.npz"
 
 
-def gap_closed(ks_sub: float, floor: float, ceiling: float) -> float | None:
-    spread = ceiling - floor
-    if spread < MIN_SPREAD:
-        return None
-    return float(min(1.0, (ceiling - ks_sub) / spread))
+def reference_features(track, engine, slots: Slots, n: int, cfg: ScoreConfig) -> dict:
+    """Probe features of the reference half in the first ``n`` slots (row order from the
+    ``scorer.reference_order`` stream); cached per track, probe config, seed and ``n``."""
+    path = _ref_cache_path(track, cfg, n) if track.path else None
+    if path is not None and path.exists():
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    ref = track.acts("heldout")[reference_rows(track)]
+    order = rng.subset(len(ref), n, cfg.seed, "scorer.reference_order")
+    feats = run_probes(engine, ref[order], slots, track.acts("public"), track.units, cfg.probes)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, **feats)
+        tmp.replace(path)
+    return feats
+
+
+# -------------------------------------------------------------------------- the two-sample test
+def fold_of_slots(n: int, n_folds: int, seed: int) -> np.ndarray:
+    """Fold index of each slot: a seeded permutation dealt round-robin."""
+    perm = rng.subset(n, n, seed, "scorer.folds").numpy()
+    folds = np.empty(n, dtype=np.int64)
+    folds[perm] = np.arange(n) % n_folds
+    return folds
+
+
+def out_of_fold_scores(
+    ref: np.ndarray, sub: np.ndarray, cfg: ScoreConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cross-fitted classifier scores ``P(submission | features)`` of each reference and each
+    submission row; a slot's two rows are held out together."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    n = len(ref)
+    c = cfg.classifier
+    folds = fold_of_slots(n, c.n_folds, cfg.seed)
+    s_ref, s_sub = np.empty(n), np.empty(n)
+    for f in range(c.n_folds):
+        tr, te = folds != f, folds == f
+        X = np.concatenate([ref[tr], sub[tr]])
+        y = np.r_[np.zeros(tr.sum()), np.ones(tr.sum())]
+        clf = HistGradientBoostingClassifier(
+            max_iter=c.max_iter,
+            max_leaf_nodes=c.max_leaf_nodes,
+            learning_rate=c.learning_rate,
+            min_samples_leaf=c.min_samples_leaf,
+            early_stopping=False,
+            random_state=rng.seed_for(cfg.seed, "scorer.folds"),
+        )
+        clf.fit(X, y)
+        s_ref[te] = clf.predict_proba(ref[te])[:, 1]
+        s_sub[te] = clf.predict_proba(sub[te])[:, 1]
+    return s_ref, s_sub
+
+
+def auc(neg: np.ndarray, pos: np.ndarray) -> float:
+    """P(pos > neg) + P(pos = neg) / 2 (the Mann-Whitney AUC, ties counted half; NaN dropped)."""
+    from scipy.stats import rankdata
+
+    neg, pos = neg[np.isfinite(neg)], pos[np.isfinite(pos)]
+    if not len(neg) or not len(pos):
+        return 0.5
+    r = rankdata(np.concatenate([neg, pos]))
+    return float((r[len(neg) :].sum() - len(pos) * (len(pos) + 1) / 2) / (len(neg) * len(pos)))
+
+
+def score_of_auc(a: float | np.ndarray) -> float | np.ndarray:
+    """``clip(2 (1 - AUC), 0, 1)``."""
+    return np.clip(2.0 * (1.0 - np.asarray(a, dtype=np.float64)), 0.0, 1.0)
+
+
+def bootstrap_slots(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """``[n_boot, n]`` slot indices drawn with replacement; the same for every entry of a run
+    seed and ``n`` (paired comparisons)."""
+    g = np.random.default_rng(rng.seed_for(seed, "scorer.bootstrap"))
+    return g.integers(0, n, size=(n_boot, n))
+
+
+def headline_interval(
+    s_ref: np.ndarray, s_sub: np.ndarray, n_boot: int, seed: int
+) -> tuple[float, tuple[float, float], np.ndarray]:
+    """AUC, the 95 % percentile interval of the score, and the bootstrap scores."""
+    a = auc(s_ref, s_sub)
+    boot = np.array(
+        [score_of_auc(auc(s_ref[i], s_sub[i])) for i in bootstrap_slots(len(s_ref), n_boot, seed)]
+    )
+    lo, hi = np.quantile(boot, [0.025, 0.975])
+    return a, (float(lo), float(hi)), boot
+
+
+def feature_matrix(feats: dict[str, np.ndarray], names: list[str]) -> np.ndarray:
+    return np.stack([np.asarray(feats[k], np.float64) for k in names], axis=1)
+
+
+def compare(
+    ref: dict[str, np.ndarray], sub: dict[str, np.ndarray], cfg: ScoreConfig
+) -> tuple[ScoreHeadline, dict[str, FeatureScore], dict[str, np.ndarray]]:
+    """The headline, per-feature diagnostics and arrays of one submission against the reference
+    (both ``{feature: [n]}`` in the same slots)."""
+    names = sorted(ref)
+    s_ref, s_sub = out_of_fold_scores(feature_matrix(ref, names), feature_matrix(sub, names), cfg)
+    a, ci, boot = headline_interval(s_ref, s_sub, cfg.n_boot, cfg.seed)
+    per = {}
+    for k in names:
+        r, s = ref[k][np.isfinite(ref[k])], sub[k][np.isfinite(sub[k])]
+        if not len(r) or not len(s):
+            raise ConfigError(f"feature {k!r} is NaN on every point", field="probes")
+        ks = M.ks_bootstrap(s, r, n_boot=min(cfg.n_boot, 200), seed=cfg.seed)
+        per[k] = FeatureScore(
+            ks=ks["stat"],
+            ks_ci=(ks["low"], ks["high"]),
+            auc=auc(ref[k], sub[k]),
+            submission=M.summarise(s),
+            reference=M.summarise(r),
+        )
+    head = ScoreHeadline(
+        score=float(score_of_auc(a)),
+        ci=ci,
+        auc=a,
+        n_points=len(s_ref),
+        features=names,
+        mean_ks=float(np.mean([v.ks for v in per.values()])),
+    )
+    arrays = {f"submission/{k}": v for k, v in sub.items()}
+    arrays |= {f"reference/{k}": v for k, v in ref.items()}
+    arrays |= {"oof/reference": s_ref, "oof/submission": s_sub, "bootstrap/score": boot}
+    return head, per, arrays
 
 
 def score_points(
@@ -283,31 +458,21 @@ def score_points(
     progress: bool = True,
 ) -> ScoreReport:
     """Score report (with its arrays) for a set of candidate activations (``progress``: a bar
-    per probe on stderr)."""
-    engine = track.engine(lm, progress=progress)
-    ref = reference_features(track, engine, cfg)
-    idx = rng.subset(len(points), cfg.n_curves, cfg.seed, "scorer.rows")
-    sub = probe_features(track, engine, points[idx], cfg)
-    per, gaps = {}, []
-    for k in sub:
-        ks = M.ks_bootstrap(sub[k], ref["reference"][k], n_boot=cfg.n_boot, seed=cfg.seed)
-        floor = M.ks_statistic(ref["floor"][k], ref["reference"][k])
-        ceiling = M.ks_statistic(ref["ceiling"][k], ref["reference"][k])
-        g = gap_closed(ks["stat"], floor, ceiling)
-        per[k] = FeatureScore(
-            ks=ks["stat"],
-            ks_ci=(ks["low"], ks["high"]),
-            floor=floor,
-            ceiling=ceiling,
-            gap_closed=g,
-            submission=M.summarise(sub[k]),
-            reference=M.summarise(ref["reference"][k]),
+    per engine call on stderr). Every row is scored unless ``cfg.n_points`` asks for fewer."""
+    n_max = min(len(points), n_slots(track))
+    n = n_max if cfg.n_points is None else min(cfg.n_points, n_max)
+    if n < 2 * cfg.classifier.n_folds:
+        raise ConfigError(
+            f"{n} points cannot be cross-fitted over {cfg.classifier.n_folds} folds",
+            field="n_points",
         )
-        if g is not None:
-            gaps.append(g)
-    arrays = {f"submission/{k}": v for k, v in sub.items()} | {
-        f"reference/{k}": v for k, v in ref["reference"].items()
-    }
+    engine = track.engine(lm, progress=progress)
+    slots = make_slots(track, n, cfg)
+    ref = reference_features(track, engine, slots, n, cfg)
+    rows = rng.subset(len(points), n, cfg.seed, "scorer.rows")
+    sub = run_probes(engine, points[rows], slots, track.acts("public"), track.units, cfg.probes)
+    head, per, arrays = compare(ref, sub, cfg)
+    arrays["rows"] = rows.numpy()
     return ScoreReport(
         submission=meta or {},
         track=ScoredTrack(
@@ -317,11 +482,7 @@ def score_points(
             units=track.units,
         ),
         config=cfg,
-        headline=ScoreHeadline(
-            gap_closed=float(np.mean(gaps)) if gaps else None,
-            n_features=len(gaps),
-            mean_ks=float(np.mean([v.ks for v in per.values()])),
-        ),
+        headline=head,
         features=per,
         provenance=provenance(lm.provenance | engine.describe()),
         arrays=arrays,
@@ -346,11 +507,12 @@ def plot_report(report: ScoreReport, path: Path) -> Path:
 
     arrays = report.arrays
     feats = list(report.features)
-    cols = 5
+    cols = min(5, len(feats))
     rows = (len(feats) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
     for ax, k in zip(axes.flat, feats, strict=False):
         a, b = arrays[f"reference/{k}"], arrays[f"submission/{k}"]
+        a, b = a[np.isfinite(a)], b[np.isfinite(b)]
         edges = np.histogram_bin_edges(np.concatenate([a, b]), bins=20)
         ax.hist(a, bins=edges, alpha=0.5, label="held-out real", color="#1f77b4")
         ax.hist(b, bins=edges, alpha=0.5, label="submission", color="#2ca02c")
@@ -359,11 +521,10 @@ def plot_report(report: ScoreReport, path: Path) -> Path:
     for ax in list(axes.flat)[len(feats) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
-    g = report.headline.gap_closed
+    h = report.headline
     fig.suptitle(
-        f"{report.submission.get('name', '?')} on {report.track.id}: gap closed {g:.2f}"
-        if g is not None
-        else "",
+        f"{report.submission.get('name', '?')} on {report.track.id}: score {h.score:.3f} "
+        f"[{h.ci[0]:.3f}, {h.ci[1]:.3f}], AUC {h.auc:.3f}, {h.n_points} points",
         fontsize=10,
     )
     return save_figure(fig, path, dpi=90)

@@ -76,11 +76,7 @@ class EntryAccess(TypedDict):
     code_sha256: NotRequired[str]
 
 
-class SubmissionMeta(TypedDict):
-    """``submission.json``: who made the activations, for which track, how (see ``uses``).
-    A score record's copy also holds the organiser's ``access`` record (:class:`EntryAccess`,
-    added by ``challenge.pipeline.record`` after scoring; the schema allows the extra key)."""
-
+class _SubmissionMetaRequired(TypedDict):
     name: str
     authors: list[str]
     track_id: str
@@ -89,8 +85,17 @@ class SubmissionMeta(TypedDict):
     code: str
     seed: int
     uses: list[str]
-    n: NotRequired[int]
-    d_model: NotRequired[int]
+
+
+class SubmissionMeta(_SubmissionMetaRequired, total=False):
+    """``submission.json``: who made the activations, for which track, how (see ``uses``);
+    ``n`` and ``d_model`` are added when it is written, ``access`` only by the organiser's tools.
+    (Optional keys through ``total=False``: ``NotRequired`` is not seen in the postponed
+    annotations of this module on Python < 3.12.)"""
+
+    n: int
+    d_model: int
+    access: EntryAccess
 
 
 @runtime_checkable

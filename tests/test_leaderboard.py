@@ -29,17 +29,29 @@ FLAGS = [
 SYNTHETIC = {"category": "synthetic", "verified_by": "in_repo", "access": ["public"]}
 
 
-def _report(name, gap, ks, access=SYNTHETIC, **changes):
+def _report(name, score, ks, access=SYNTHETIC, **changes):
     """A real-format record: the committed ``gaussian`` record, renamed and re-scored, with the
     organiser's ``access`` record (``None``: none, as a bare ``score`` report has)."""
     rep = json.loads((BOARD / "gaussian.json").read_text())
     rep["submission"] |= {"name": name, "generator": f"{name} generator"}
     if access is not None:
         rep["submission"]["access"] = access
-    rep["headline"] |= {"gap_closed": gap, "mean_ks": ks}
+    ci = [max(0.0, score - 0.05), min(1.0, score + 0.05)]
+    rep["headline"] |= {"score": score, "ci": ci, "auc": 1 - score / 2, "mean_ks": ks}
     for k, v in changes.items():
         rep[k] = v if not isinstance(v, dict) else rep[k] | v
     return rep
+
+
+def _write(d: Path, doc: dict, name: str | None = None) -> None:
+    """The record's JSON and its ``.npz`` of bootstrap scores (paired draws: one shared noise
+    series of sd 0.02 plus the entry's own of sd 0.005, so entries 0.1 apart are resolved)."""
+    name = name or doc["submission"]["name"]
+    (d / f"{name}.json").write_text(json.dumps(doc))
+    g = np.random.default_rng(len(name))
+    shared = np.random.default_rng(0).normal(0, 0.02, 200)
+    boot = doc["headline"]["score"] + shared + g.normal(0, 0.005, 200)
+    np.savez(d / f"{name}.npz", **{"bootstrap/score": boot})
 
 
 @pytest.fixture()
@@ -49,13 +61,13 @@ def board(tmp_path):
     d = tmp_path / "board" / "trk"
     d.mkdir(parents=True)
     for name, gap, ks in (("alpha", 0.2, 0.3), ("beta", 0.9, 0.1), ("gamma", -0.4, 0.5)):
-        (d / f"{name}.json").write_text(json.dumps(_report(name, gap, ks)))
+        _write(d, _report(name, gap, ks))
         Image.new("RGB", (120, 60), (30 * len(name), 120, 200)).save(d / f"{name}.png")
     render("trk", tmp_path / "board")
     return d
 
 
-def test_sorted_by_gap_closed(board):
+def test_sorted_by_score(board):
     rows = load_entries("trk", board.parent)
     assert [r["name"] for r in rows] == ["beta", "alpha", "gamma"]
     md = (board / "README.md").read_text()
@@ -78,8 +90,8 @@ def test_sections_come_from_the_access_record_not_from_uses(tmp_path):
         ),
     }
     docs["claims"]["submission"]["uses"] = ["none"]  # free text: decides nothing
-    for name, doc in docs.items():
-        (d / f"{name}.json").write_text(json.dumps(doc))
+    for doc in docs.values():
+        _write(d, doc)
     rows = load_entries("trk", tmp_path)
     got = [(r["section"], r["name"], r["rank"]) for r in rows]
     assert got == [
@@ -103,7 +115,7 @@ def test_submitted_strings_are_escaped_and_never_a_url(tmp_path):
         "x\n| 1 | fake winner | 9.999 |\n`code` <script>alert(1)</script> [a](javascript:alert(1))"
     )
     doc["submission"]["uses"] = ["a|b"]
-    (d / "evil.json").write_text(json.dumps(doc))
+    _write(d, doc)
     rows = load_entries("trk", tmp_path)
     md = render_markdown("trk", rows)
     table = [ln for ln in md.splitlines() if ln.startswith("| ") and "evil" in ln]
@@ -130,7 +142,7 @@ def test_records_with_bad_names_are_refused(tmp_path, name, match):
     d.mkdir()
     doc = _report("alpha", 0.2, 0.3)
     doc["submission"]["name"] = name
-    (d / "alpha.json").write_text(json.dumps(doc))
+    _write(d, doc, "alpha")
     with pytest.raises(ChallengeError, match=rf"alpha\.json, field submission.name: .*{match}"):
         load_entries("trk", tmp_path)
 
@@ -147,18 +159,18 @@ def test_linked_record_is_refused(tmp_path):
 def test_committed_board_renders_byte_identical(tmp_path):
     d = tmp_path / BOARD.name
     d.mkdir()
-    for p in BOARD.glob("*.json"):
+    for p in [*BOARD.glob("*.json"), *BOARD.glob("*.npz")]:
         shutil.copy(p, d / p.name)
     rows = render(BOARD.name, tmp_path)
     assert len(rows) == len(list(BOARD.glob("*.json")))
-    for f in ("README.md", "index.html"):
+    for f in ("README.md", "index.html"):  # (scores.png: matplotlib output, not compared)
         assert (d / f).read_bytes() == (BOARD / f).read_bytes(), f
 
 
 @pytest.mark.parametrize(
     "changes, what",
     [
-        ({"config": {"n_curves": 30, "n_steps": 20}}, "config"),  # a --quick run
+        ({"config": {"n_points": 40}}, "config"),  # a --quick run
         ({"track": {"manifest_sha256": "0" * 64}}, "manifest"),  # other track data
         ({"provenance": {"suite_version": "9.9.9"}}, "scorer"),  # another scorer version
     ],
@@ -167,21 +179,21 @@ def test_records_of_other_settings_are_not_ranked_together(tmp_path, changes, wh
     d = tmp_path / "trk"
     d.mkdir()
     full = _report("alpha", 0.2, 0.3)
-    (d / "alpha.json").write_text(json.dumps(full))
-    (d / "zeta.json").write_text(json.dumps(_report("zeta", 0.5, 0.2, **changes)))
+    _write(d, full)
+    _write(d, _report("zeta", 0.5, 0.2, **changes))
     with pytest.raises(ChallengeError, match=r"zeta\.json") as e:
         load_entries("trk", tmp_path)
     msg = str(e.value)
     if what == "config":
-        assert '"n_curves": 30' in msg and '"n_curves": 100' in msg
+        assert '"n_points": 40' in msg and '"n_points": null' in msg
     elif what == "scorer":
         assert "suite 9.9.9" in msg and "suite 0.1.0" in msg
     else:
         assert "0" * 64 in msg and full["track"]["manifest_sha256"] in msg
     # the same holds whatever the file order: the odd one out is named
-    (d / "beta.json").write_text(json.dumps(_report("beta", 0.9, 0.1)))
+    _write(d, _report("beta", 0.9, 0.1))
     (d / "alpha.json").unlink()
-    (d / "omega.json").write_text(json.dumps(_report("omega", 0.2, 0.3)))
+    _write(d, _report("omega", 0.2, 0.3))
     with pytest.raises(ChallengeError, match=r"zeta\.json"):
         load_entries("trk", tmp_path)
 

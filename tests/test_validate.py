@@ -108,7 +108,7 @@ def test_invalid_submission_records_nothing(good, smollm, tiny_track, tmp_path):
     bad = _variant(good, tmp_path, acts=a * 100)
     board = tmp_path / "board"
     with pytest.raises(SubmissionError):
-        score_submission(bad, tiny_track, smollm, ScoreConfig(n_curves=4, n_steps=10), out=board)
+        score_submission(bad, tiny_track, smollm, ScoreConfig().quick(), out=board)
     assert not board.exists()
     assert json.loads((good / META_FILE).read_text())["n"] == required_n(tiny_track)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from challenge.cli._common import library_config, report
@@ -142,13 +142,13 @@ class MainCommand(MainConfig):
     track: str = DEFAULT_TRACK
     """registered track id or a track directory (built into the cache when missing)"""
     quick: bool = False
-    """a smaller run for smoke tests: 30 curves x 20 steps per probe"""
+    """a smaller run for smoke tests (``ScoreConfig.quick``: 40 points, lighter probes)"""
 
     def job(self) -> MainConfig:
         """The library config this command runs (``quick`` applied)."""
         cfg = library_config(self)
         if self.quick:
-            cfg.score = replace(cfg.score, n_curves=30, n_steps=20)
+            cfg.score = cfg.score.quick()
         return cfg
 
 

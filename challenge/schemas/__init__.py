@@ -21,11 +21,13 @@ from typing import Any
 SCHEMA_DIR = Path(__file__).parent
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 JSON_CONFIG = {
-    "json_schema_serialization_defaults_required": True,
+    "json_schema_serialization_defaults_required": False,
     "use_attribute_docstrings": True,
 }
-"""pydantic config of a class written to JSON: a field with a default is still always written
-(so the schema requires it), and a field's docstring is its description."""
+"""pydantic config of a class written to JSON: a field's docstring is its description. Fields
+with defaults are not required by the schema (with that option on, pydantic also made the
+optional keys of a ``total=False`` TypedDict required, e.g. ``submission.access``, which only
+the organiser's tools add)."""
 NOT_SERIALISED = ("arrays", "path")
 """Fields of a result that never go to its JSON (the ``.npz`` arrays, where it was written)."""
 

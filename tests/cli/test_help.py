@@ -83,7 +83,7 @@ def test_protocol_help_names_its_config(name, cls, key, capsys):
 def test_score_and_main_expose_the_whole_score_config(capsys):
     for cmd in ("score", "submit", "main"):
         out = help_text(capsys, cmd)
-        for flag in ("--n-curves", "--n-steps", "--n-boot", "--units", "--seed"):
+        for flag in ("--n-points", "--n-directions", "--probes", "--n-boot", "--n-folds", "--seed"):
             assert flag in out, (cmd, flag)
     out = help_text(capsys, "main")
     for flag in ("--only", "--quick", "--board", "--track"):

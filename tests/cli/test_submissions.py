@@ -5,10 +5,14 @@ import json
 import pytest
 
 from challenge.cli.challenge import MainCommand
+from challenge.scorer import ScoreConfig
 from challenge.validate import required_n
 
 TINY = "smollm2-135m-l1-tiny"
-SMALL = ("--n-curves", 4, "--n-steps", 12, "--n-boot", 10)
+SMALL = (
+    "--n-points", 10, "--n-directions", 2, "--bisect-steps", 3,
+    "--p2-steps", 5, "--n-boot", 10,
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +50,11 @@ def test_score_writes_a_report_not_a_record(
 ):
     out = plateau("score", submission, "--track", tiny_track_dir, *SMALL, "--out", tmp_path)
     rep = read_json(tmp_path / TINY / "gaussian.json")
-    assert rep["schema"] == "plateau-score/1" and rep["submission"]["name"] == "gaussian"
-    assert rep["config"] | {"seed": 0} == {
-        "n_curves": 4, "n_steps": 12, "n_boot": 10, "seed": 0, "units": "scale_free"
-    }  # fmt: skip
+    assert rep["schema"] == "plateau-score/2" and rep["submission"]["name"] == "gaussian"
+    cfg = rep["config"]
+    assert (cfg["n_points"], cfg["n_boot"], cfg["seed"]) == (10, 10, 0)
+    assert (cfg["probes"]["n_directions"], cfg["probes"]["bisect_steps"]) == (2, 3)
+    assert rep["headline"]["n_points"] == 10 and 0 <= rep["headline"]["score"] <= 1
     assert (tmp_path / TINY / "gaussian.png").exists()
     assert '"mean_ks"' in out and f"wrote {tmp_path / TINY / 'gaussian.json'}" in out
     assert not (tmp_path / TINY / "README.md").exists()
@@ -98,7 +103,7 @@ def test_main_job(plateau, printed, tiny_track_dir, tmp_path, read_json):
     )  # fmt: skip
     for name in ("isotropic", "heldout_real"):
         assert (subs / TINY / name / "submission.json").exists()
-        assert read_json(board / TINY / f"{name}.json")["config"]["n_curves"] == 4
+        assert read_json(board / TINY / f"{name}.json")["config"]["n_points"] == 10
         assert f'"{name}"' in out
     assert (board / TINY / "index.html").exists() and f"wrote {board / TINY / 'index.html'}" in out
     rows = (board / TINY / "README.md").read_text()
@@ -126,8 +131,9 @@ def test_main_job(plateau, printed, tiny_track_dir, tmp_path, read_json):
         assert read_json(board / TINY / f"{name}.json")["track"]["manifest_sha256"] != "0" * 64
 
 
-def test_main_quick_is_30_curves_of_20_steps():
+def test_main_quick_is_the_quick_score_config():
     job = MainCommand(quick=True, only=("gaussian",)).job()
-    assert (job.score.n_curves, job.score.n_steps, job.only) == (30, 20, ("gaussian",))
+    assert job.score == ScoreConfig().quick() and job.only == ("gaussian",)
+    assert (job.score.n_points, job.score.probes.n_directions) == (40, 2)
     assert type(job).__name__ == "MainConfig"
-    assert MainCommand().job().score.n_curves == 100
+    assert MainCommand().job().score == ScoreConfig()  # every row, the full probes
