@@ -136,7 +136,7 @@ def test_an_honest_generator_is_verified_scored_and_marked(tiny_track, smollm, t
         name="gauss_fit",
         authors=["tester"],
         limits=LIMITS,
-        score_cfg=ScoreConfig(n_curves=4, n_steps=10, n_boot=10),
+        score_cfg=ScoreConfig().quick(),
         board=board,
         submissions=subs,
     )
