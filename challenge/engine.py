@@ -203,10 +203,13 @@ class PerturbationEngine:
     def _prefix(self, tokens: Tensor) -> tuple[Tensor, PrefixCache]:
         """The clean residual at the write point (all positions) and the tail's prefix cache for
         ``tokens``; a pure function of the tokens, memoised by their bytes."""
-        key = hashlib.sha256(
-            tokens.cpu().numpy().tobytes() + str(tuple(tokens.shape)).encode()
-        ).digest()
-        hit = self._prefixes.get(key)
+        try:
+            key = hashlib.sha256(
+                tokens.cpu().numpy().tobytes() + str(tuple(tokens.shape)).encode()
+            ).digest()
+        except RuntimeError:  # under a functorch transform (jvp / vmap): no storage to hash
+            key = None
+        hit = self._prefixes.get(key) if key is not None else None
         if hit is not None:
             self._prefixes.move_to_end(key)
             return hit
@@ -221,6 +224,8 @@ class PerturbationEngine:
                 float32=False,  # the model's own dtype, as the tail runs in it
             )[name]
             cache = self.tail.prefix_from_write(prefix)
+        if key is None:
+            return prefix, cache
         self._prefixes[key] = (prefix, cache)
         size = lambda e: sum(t.numel() * t.element_size() for t in (e[0], *e[1].keys, *e[1].values))  # noqa: E731
         while (
