@@ -149,7 +149,8 @@ def _mounts(work: Path, out: Path) -> list[str]:
 
     import challenge
 
-    args: list[str] = []
+    # /tmp first: the binds below (a venv or a clone under /tmp) land on top of it
+    args: list[str] = ["--tmpfs", "/tmp"]
     for d in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64"):
         p = Path(d)
         if p.is_symlink():
@@ -172,7 +173,6 @@ def _mounts(work: Path, out: Path) -> list[str]:
     return args + [
         "--ro-bind", str(work), WORK,
         "--bind", str(out), OUT,
-        "--tmpfs", "/tmp",
         "--proc", "/proc",
         "--dev", "/dev",
         "--chdir", WORK,
