@@ -74,6 +74,7 @@ STREAMS: dict[str, Stream] = {
     "interactions.circuit_random": Stream(0, doc="random latents of the circuit's ablation"),
     # SAEs
     "sae.train": Stream(0, doc="SAE initialisation, then the training batches"),
+    "sae.e2e": Stream(0, doc="end-to-end SAE initialisation, then the training batches"),
 }
 
 
