@@ -43,6 +43,7 @@ from challenge.errors import ConfigError
 from challenge.rng import generator
 from challenge.sae.model import SAE
 from challenge.sae.train import firing_log10, geometric_median, init_tied
+from challenge.schemas import JSON_CONFIG
 from challenge.tail import PrefixCache
 
 E2E_KINDS = ("e2e", "e2e+ds")
@@ -52,6 +53,8 @@ CHECKPOINT = "checkpoint.pt"
 @dataclass
 class E2EConfig:
     """How an end-to-end TopK SAE is trained at a track's write point."""
+
+    __pydantic_config__ = JSON_CONFIG
 
     kind: Literal["e2e", "e2e+ds"] = "e2e"
     """objective: KL of the next-token distribution (e2e), plus downstream residual terms (e2e+ds)"""

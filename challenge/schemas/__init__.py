@@ -43,6 +43,7 @@ RESULT_CLASSES: dict[str, str] = {
     "interactions_result": "challenge.interactions.train:InteractionsResult",
     "interactions_circuit_result": "challenge.interactions.circuit:CircuitResult",
     "track_sae_result": "challenge.pipeline:TrackSAEResult",
+    "track_e2e_sae_result": "challenge.sae.e2e_track:TrackE2EResult",
     "main_result": "challenge.pipeline:MainResult",
 }
 """Schema name (``<kind>_result``) -> ``"module:Class"``; add a result class here to get its
