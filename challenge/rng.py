@@ -59,6 +59,8 @@ STREAMS: dict[str, Stream] = {
     "sae_plateaus.points": Stream(20, doc="points of part C"),
     "sae_plateaus.gaussian": Stream(21, doc="N(mu, Sigma) points of part C"),
     "sae_plateaus.directions": Stream(22, doc="isotropic directions of part C"),
+    "sae_collapse.paths": Stream(30, doc="contexts and held-out targets of the path pairs"),
+    "sae_collapse.real_pairs": Stream(31, doc="contexts and random partners of the real pairs"),
     # feature finding
     "feature_finding.start": Stream(0, doc="random starts of the direction finders"),
     "feature_finding.jacobian_rows": Stream(1, doc="bases whose Jacobian is computed"),

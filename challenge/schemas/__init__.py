@@ -39,6 +39,7 @@ RESULT_CLASSES: dict[str, str] = {
     "steering_result": "challenge.studies.steering:SteeringResult",
     "boundaries_result": "challenge.studies.boundaries:BoundariesResult",
     "sae_plateaus_result": "challenge.studies.sae_plateaus:SAEPlateausResult",
+    "sae_collapse_result": "challenge.studies.sae_collapse:SAECollapseResult",
     "feature_finding_result": "challenge.studies.feature_finding:FeatureFindingResult",
     "interactions_result": "challenge.interactions.train:InteractionsResult",
     "interactions_circuit_result": "challenge.interactions.circuit:CircuitResult",
