@@ -48,8 +48,10 @@ class SAEFlags(SAEConfig):
     """e2e: evaluate on the first eval_rows of the held-out and context splits (default: all)"""
     compare_local: bool = True
     """e2e: also train and evaluate the local TopK SAE with the same n_latents and k (matched L0)"""
-    local_steps: int = 1000
-    """e2e: optimiser steps of that local SAE"""
+    init: Literal["local", "random"] | None = None
+    """e2e: start from the local SAE (e2e fine-tuning) or at random (Braun et al.)"""
+    local_steps: int | None = None
+    """e2e: optimiser steps of the local SAE it starts from / is compared with"""
 
     def __post_init__(self) -> None:  # each library config validates when built
         pass
@@ -64,7 +66,8 @@ class SAEFlags(SAEConfig):
         }
 
     def local(self) -> SAEConfig:
-        for name in ("ds_every", "ds_coef", "checkpoint_every", "n_train", "eval_rows"):
+        for name in ("ds_every", "ds_coef", "checkpoint_every", "n_train", "eval_rows", "init",
+                     "local_steps"):  # fmt: skip
             if getattr(self, name) is not None:
                 from challenge.errors import ConfigError
 
@@ -116,7 +119,6 @@ def train_sae(track: Track = DEFAULT_TRACK, /, cfg: TrainSAECommand = TrainSAECo
             n_train=flags.n_train,
             retrain=cfg.retrain,
             compare_local=flags.compare_local,
-            local_steps=flags.local_steps,
             eval_rows=flags.eval_rows,
             results=cfg.results,
             out=cfg.out,

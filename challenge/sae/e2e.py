@@ -62,9 +62,15 @@ class E2EConfig:
     """dictionary size"""
     k: int = 16
     """active latents per input (TopK)"""
-    lr: float = 3e-3
+    init: Literal["local", "random"] = "local"
+    """random: Braun et al.'s start (random unit decoder rows, tied encoder); local: start from
+    the track's local TopK SAE with the same n_latents and k (trained on the public split's last
+    position with local_steps; e2e fine-tuning, which needs far fewer steps on a CPU)"""
+    local_steps: int = 1000
+    """init local: optimiser steps of that local SAE (also the one it is compared with)"""
+    lr: float = 1e-3
     """Adam learning rate (linear warm-up over 5% of the steps, decay over the last 20%)"""
-    steps: int = 1000
+    steps: int = 200
     """optimiser steps"""
     batch: int = 32
     """rows per step (public prompts, drawn with replacement)"""
@@ -81,7 +87,10 @@ class E2EConfig:
     def __post_init__(self) -> None:
         if self.kind not in E2E_KINDS:
             raise ConfigError(f"kind must be one of {E2E_KINDS}, not {self.kind!r}", field="kind")
-        for name in ("n_latents", "k", "steps", "batch", "ds_every", "checkpoint_every"):
+        if self.init not in ("local", "random"):
+            raise ConfigError(f"init must be local or random, not {self.init!r}", field="init")
+        for name in ("n_latents", "k", "steps", "batch", "ds_every", "checkpoint_every",
+                     "local_steps"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ConfigError(f"must be >= 1, got {getattr(self, name)}", field=name)
         if self.k > self.n_latents:
@@ -95,7 +104,18 @@ class E2EConfig:
 
     def name(self) -> str:
         tag = "e2e" if self.kind == "e2e" else f"e2eds{self.ds_every}x{self.ds_coef:g}"
-        return f"{tag}-{self.n_latents}-k{self.k}-last-{self.steps}-b{self.batch}-s{self.seed}"
+        init = "" if self.init == "random" else f"-ft{self.local_steps}"
+        lr = "" if self.lr == 1e-3 else f"-lr{self.lr:g}"
+        return (f"{tag}-{self.n_latents}-k{self.k}-last-{self.steps}-b{self.batch}{lr}{init}"
+                f"-s{self.seed}")  # fmt: skip
+
+    def local_config(self):
+        """The local TopK SAE it starts from (init local) and is compared with: same n_latents,
+        k and seed, on the public split's last position."""
+        from challenge.sae.model import SAEConfig
+
+        return SAEConfig(n_latents=self.n_latents, k=self.k, steps=self.local_steps,
+                         seed=self.seed, positions="last")  # fmt: skip
 
 
 def ds_layers(start: int, n_layers: int, every: int) -> tuple[int, ...]:
@@ -228,15 +248,30 @@ def _atomic_save(obj: Any, path: Path) -> None:
 
 
 def init_e2e(
-    acts: Float[Tensor, "n d_model"], cfg: E2EConfig
+    acts: Float[Tensor, "n d_model"], cfg: E2EConfig, start: SAE | None = None
 ) -> tuple[SAE, float, torch.Generator]:
     """The SAE at initialisation, in the units it trains in (activations / ``scale``), the
     scale, and the ``sae.e2e`` generator after the initialisation's draws (the batches come
-    next): unit-norm random decoder rows, ``W_enc = W_dec^T``, ``b_dec`` the geometric median."""
+    next). ``start`` (init local): a copy of that SAE (raw units) with its biases divided by
+    the scale; else unit-norm random decoder rows, ``W_enc = W_dec^T``, ``b_dec`` the
+    geometric median."""
     n, d = acts.shape
     g = generator(cfg.seed, "sae.e2e")
     s = float(((acts - acts.mean(0)).pow(2).sum(1).mean() / d).sqrt())
     sae = SAE(d, cfg.n_latents, "topk", cfg.k)
+    if cfg.init == "local":
+        if start is None or (start.kind, start.n_latents, start.k, start.d_in) != (
+            "topk", cfg.n_latents, cfg.k, d):  # fmt: skip
+            raise ConfigError(
+                f"init local needs a topk SAE with n_latents={cfg.n_latents}, k={cfg.k}",
+                field="init",
+            )
+        with torch.no_grad():
+            for name in ("W_enc", "W_dec"):
+                getattr(sae, name).copy_(getattr(start, name))
+            sae.b_enc.copy_(start.b_enc / s)
+            sae.b_dec.copy_(start.b_dec / s)
+        return sae, s, g
     init_tied(sae, g, 1.0)
     with torch.no_grad():
         sae.b_dec.copy_(geometric_median(acts / s))
@@ -249,11 +284,13 @@ def train_e2e(
     data: TailData,
     cfg: E2EConfig,
     *,
+    start: SAE | None = None,
     checkpoint_dir: str | Path | None = None,
     stop_at: int | None = None,
     progress: bool = True,
 ) -> tuple[SAE, dict[str, Any]] | None:
-    """Train an end-to-end TopK SAE on ``data`` (:func:`tail_data` of the engine's write point).
+    """Train an end-to-end TopK SAE on ``data`` (:func:`tail_data` of the engine's write point),
+    from ``start`` (the local SAE, raw units) when ``cfg.init`` is local.
 
     With ``checkpoint_dir``, ``checkpoint.pt`` there is written every ``cfg.checkpoint_every``
     steps and a run resumes from it (its config must equal ``cfg``). ``stop_at``: stop after
@@ -265,7 +302,7 @@ def train_e2e(
     t0 = time.perf_counter()
     n, d = data.acts.shape
     x_all = data.acts
-    sae, s, g = init_e2e(x_all, cfg)
+    sae, s, g = init_e2e(x_all, cfg, start)
     layers = ds_layers(engine.start, engine.model.cfg.n_layers, cfg.ds_every) if (
         cfg.kind == "e2e+ds") else ()  # fmt: skip
     missing = [b for b in layers if b not in data.targets]

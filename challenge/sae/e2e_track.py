@@ -19,7 +19,7 @@ from challenge.errors import ConfigError
 from challenge.results import Result, TrackRef, provenance
 from challenge.sae.e2e import E2EConfig, ds_layers, evaluate_e2e, tail_data, train_e2e
 from challenge.sae.io import WEIGHTS_FILE, load_sae, save_sae
-from challenge.sae.model import SAE, SAEConfig
+from challenge.sae.model import SAE
 from challenge.schemas import JSON_CONFIG
 
 EVAL_SPLITS = ("heldout", "context")
@@ -65,10 +65,15 @@ def track_e2e_sae(
         if not 2 <= n_train <= len(tokens):
             raise ConfigError(f"must be in [2, {len(tokens)}], got {n_train}", field="n_train")
         tokens = tokens[:n_train]
+    start = None
+    if cfg.init == "local":
+        from challenge.sae.track import track_sae
+
+        start = track_sae(track, cfg.local_config(), lm=lm, progress=progress)
     layers = ds_layers(engine.start, engine.model.cfg.n_layers, cfg.ds_every)
     data = tail_data(engine, tokens, layers if cfg.kind == "e2e+ds" else (), progress=progress)
     ckpt = d.with_name(d.name + ".ckpt")
-    sae, stats = train_e2e(engine, data, cfg, checkpoint_dir=ckpt, progress=progress)
+    sae, stats = train_e2e(engine, data, cfg, start=start, checkpoint_dir=ckpt, progress=progress)
     sae.meta["plateau"]["track"] = {"id": track.spec.track_id, "version": track.spec.version}
     sae.meta["plateau"]["stats"]["n_train"] = len(tokens)
     save_sae(sae, d, {"hook_name": track.spec.write_hook, "model_name": track.spec.model.name})
@@ -99,10 +104,9 @@ class TrackE2EConfig:
     retrain: bool = False
     """train even when a cached e2e SAE with this config exists"""
     compare_local: bool = True
-    """also train (cached) and evaluate the local TopK SAE with the same n_latents and k on the
-    same rows (public split, last position)"""
-    local_steps: int = 1000
-    """optimiser steps of that local SAE (batch 256)"""
+    """also train (cached) and evaluate the local TopK SAE with the same n_latents and k
+    (``E2EConfig.local_config``: the public split's last position; the SAE an init-local e2e
+    SAE starts from)"""
     eval_rows: int | None = None
     """evaluate on the first eval_rows of each split (None: all)"""
     results: Path = Path("runs/saes")
@@ -115,13 +119,6 @@ class TrackE2EConfig:
             v = getattr(self, name)
             if v is not None and v < 2:
                 raise ConfigError(f"must be >= 2 (or None), got {v}", field=name)
-        if self.local_steps < 1:
-            raise ConfigError(f"must be >= 1, got {self.local_steps}", field="local_steps")
-
-    def local_config(self) -> SAEConfig:
-        """The local SAE at matched L0: same family, n_latents and k, on the same rows."""
-        return SAEConfig(n_latents=self.e2e.n_latents, k=self.e2e.k, steps=self.local_steps,
-                         seed=self.e2e.seed, positions="last")  # fmt: skip
 
 
 @dataclass
@@ -198,7 +195,7 @@ def track_e2e_report(track, cfg: TrackE2EConfig | None = None, *, lm=None) -> Tr
         shutil.rmtree(d.with_name(d.name + ".ckpt"), ignore_errors=True)
     saes = {"e2e": track_e2e_sae(track, cfg.e2e, engine=eng, n_train=cfg.n_train)}
     if cfg.compare_local:
-        saes["local"] = track_sae(track, cfg.local_config(), lm=lm, progress=False)
+        saes["local"] = track_sae(track, cfg.e2e.local_config(), lm=lm, progress=False)
     head: dict[str, dict[str, SpliceEval]] = {}
     arrays = {}
     for name, sae in saes.items():

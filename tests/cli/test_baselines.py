@@ -66,11 +66,11 @@ def test_train_sae_e2e(plateau, printed, read_json, tiny_track_dir, tmp_path):
 
     out = plateau(
         "train-sae", tiny_track_dir, "--kind", "e2e", "--n-latents", 32, "--k", 4, "--steps", 3,
-        "--batch", 8, "--n-train", 16, "--eval-rows", 8, "--local-steps", 20,
+        "--batch", 8, "--n-train", 16, "--eval-rows", 8, "--local-steps", 20, "--lr", 1e-3,
         "--results", tmp_path / "runs", "--out", tmp_path / "sae",
     )  # fmt: skip
     headline, path = printed(out)
-    assert path == tmp_path / "runs" / f"{TINY}_e2e-32-k4-last-3-b8-s0.json"
+    assert path == tmp_path / "runs" / f"{TINY}_e2e-32-k4-last-3-b8-ft20-s0.json"
     doc = read_json(path)
     assert doc["kind"] == "track_e2e_sae" and doc["headline"] == headline
     assert set(headline) == {"e2e", "local"}  # the local SAE at matched L0 beside it

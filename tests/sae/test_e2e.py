@@ -19,7 +19,7 @@ from challenge.sae.e2e import (
 )
 
 ROWS = 48  # public prompts of the tiny track used for training
-CFG = E2EConfig(n_latents=64, k=8, steps=12, batch=16, lr=3e-3, checkpoint_every=4)
+CFG = E2EConfig(n_latents=64, k=8, init="random", steps=12, batch=16, lr=3e-3, checkpoint_every=4)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_saved_directory_loads_with_identical_outputs(trained, engine, data, tmp
 
 
 def test_stopped_run_resumes_to_the_same_weights(engine, data, tmp_path):
-    cfg = E2EConfig(n_latents=32, k=4, steps=4, batch=8, checkpoint_every=2, seed=5)
+    cfg = E2EConfig(n_latents=32, k=4, init="random", steps=4, batch=8, checkpoint_every=2, seed=5)
     straight, st_a = train_e2e(engine, data, cfg, progress=False)
     assert train_e2e(engine, data, cfg, checkpoint_dir=tmp_path, stop_at=2, progress=False) is None
     assert (tmp_path / "checkpoint.pt").exists()
@@ -78,13 +78,17 @@ def test_stopped_run_resumes_to_the_same_weights(engine, data, tmp_path):
     for k, v in straight.state_dict().items():
         assert torch.equal(resumed.state_dict()[k], v), k
     assert st_a["history"] == st_b["history"]
-    other = E2EConfig(n_latents=32, k=4, steps=4, batch=8, checkpoint_every=2, seed=6)
+    other = E2EConfig(
+        n_latents=32, k=4, init="random", steps=4, batch=8, checkpoint_every=2, seed=6
+    )
     with pytest.raises(ConfigError, match="another config"):
         train_e2e(engine, data, other, checkpoint_dir=tmp_path, progress=False)
 
 
 def test_e2e_ds_adds_the_downstream_terms(engine, data):
-    cfg = E2EConfig(kind="e2e+ds", n_latents=32, k=4, steps=1, batch=8, ds_every=8, ds_coef=0.5)
+    cfg = E2EConfig(
+        kind="e2e+ds", n_latents=32, k=4, init="random", steps=1, batch=8, ds_every=8, ds_coef=0.5
+    )
     _, stats = train_e2e(engine, data, cfg, progress=False)
     assert stats["ds_layers"] == [8, 16, 24, 29]  # blocks 1..29 after write point 1: every 8th
     h = stats["history"][0]
