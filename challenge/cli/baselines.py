@@ -48,6 +48,8 @@ class SAEFlags(SAEConfig):
     """e2e: evaluate on the first eval_rows of the held-out and context splits (default: all)"""
     compare_local: bool = True
     """e2e: also train and evaluate the local TopK SAE with the same n_latents and k (matched L0)"""
+    local_ks: tuple[int, ...] = (8, 32)
+    """e2e: also evaluate the local TopK SAEs with these k (same n_latents)"""
     init: Literal["local", "random"] | None = None
     """e2e: start from the local SAE (e2e fine-tuning) or at random (Braun et al.)"""
     local_steps: int | None = None
@@ -119,6 +121,7 @@ def train_sae(track: Track = DEFAULT_TRACK, /, cfg: TrainSAECommand = TrainSAECo
             n_train=flags.n_train,
             retrain=cfg.retrain,
             compare_local=flags.compare_local,
+            local_ks=flags.local_ks,
             eval_rows=flags.eval_rows,
             results=cfg.results,
             out=cfg.out,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +107,9 @@ class TrackE2EConfig:
     """also train (cached) and evaluate the local TopK SAE with the same n_latents and k
     (``E2EConfig.local_config``: the public split's last position; the SAE an init-local e2e
     SAE starts from)"""
+    local_ks: tuple[int, ...] = (8, 32)
+    """with compare_local: also the local TopK SAEs with these k (same n_latents), so that the
+    e2e SAE's CE increase can be read against the local SAE's at other L0"""
     eval_rows: int | None = None
     """evaluate on the first eval_rows of each split (None: all)"""
     results: Path = Path("runs/saes")
@@ -115,6 +118,10 @@ class TrackE2EConfig:
     """also save the e2e SAE (SAELens' format) to this directory"""
 
     def __post_init__(self) -> None:
+        self.local_ks = tuple(self.local_ks)
+        bad = [k for k in self.local_ks if not 1 <= k <= self.e2e.n_latents]
+        if bad:
+            raise ConfigError(f"k must be in [1, n_latents], got {bad}", field="local_ks")
         for name in ("n_train", "eval_rows"):
             v = getattr(self, name)
             if v is not None and v < 2:
@@ -162,7 +169,7 @@ class TrackE2EResult(Result):
 
     config: TrackE2EConfig = field(default_factory=TrackE2EConfig)
     headline: dict[str, dict[str, SpliceEval]] = field(default_factory=dict)
-    """SAE (``e2e`` / ``local``) -> split -> evaluation"""
+    """SAE (``e2e``, ``local`` at the same k, ``local_k<k>`` at other k) -> split -> evaluation"""
 
 
 def splice_eval(sae: SAE, engine, track, split: str, rows: int | None) -> tuple[SpliceEval, Any]:
@@ -196,6 +203,10 @@ def track_e2e_report(track, cfg: TrackE2EConfig | None = None, *, lm=None) -> Tr
     saes = {"e2e": track_e2e_sae(track, cfg.e2e, engine=eng, n_train=cfg.n_train)}
     if cfg.compare_local:
         saes["local"] = track_sae(track, cfg.e2e.local_config(), lm=lm, progress=False)
+        for k in cfg.local_ks:
+            if k != cfg.e2e.k:
+                lc = replace(cfg.e2e.local_config(), k=k)
+                saes[f"local_k{k}"] = track_sae(track, lc, lm=lm, progress=False)
     head: dict[str, dict[str, SpliceEval]] = {}
     arrays = {}
     for name, sae in saes.items():

@@ -67,18 +67,20 @@ def test_train_sae_e2e(plateau, printed, read_json, tiny_track_dir, tmp_path):
     out = plateau(
         "train-sae", tiny_track_dir, "--kind", "e2e", "--n-latents", 32, "--k", 4, "--steps", 3,
         "--batch", 8, "--n-train", 16, "--eval-rows", 8, "--local-steps", 20, "--lr", 1e-3,
+        "--local-ks", 2,
         "--results", tmp_path / "runs", "--out", tmp_path / "sae",
     )  # fmt: skip
     headline, path = printed(out)
     assert path == tmp_path / "runs" / f"{TINY}_e2e-32-k4-last-3-b8-ft20-s0.json"
     doc = read_json(path)
     assert doc["kind"] == "track_e2e_sae" and doc["headline"] == headline
-    assert set(headline) == {"e2e", "local"}  # the local SAE at matched L0 beside it
+    assert set(headline) == {"e2e", "local", "local_k2"}  # local SAEs at matched L0 and at k=2
     for sae in headline.values():
         assert set(sae) == {"heldout", "context"}
         for ev in sae.values():
             assert 0 < ev["l0"] <= 4 and ev["ce_increase"] >= 0
             assert ev["ce_increase_lo"] <= ev["ce_increase"] <= ev["ce_increase_hi"]
+    assert headline["local_k2"]["heldout"]["l0"] <= 2
     assert doc["config"]["e2e"]["steps"] == 3 and doc["detail"]["train"]["n_train"] == 16
     assert doc["detail"]["saes"]["local"]["config"]["k"] == 4
     sae = load_sae(tmp_path / "sae")
