@@ -43,9 +43,9 @@ class SAEFlags(SAEConfig):
     checkpoint_every: int | None = None
     """e2e: steps between checkpoints of a resumable run"""
     n_train: int | None = None
-    """e2e: train on the first n_train public prompts (default: all)"""
+    """e2e: train on the first n_train public prompts (default: E2EConfig's)"""
     eval_rows: int | None = None
-    """e2e: evaluate on the first eval_rows of the held-out and context splits (default: all)"""
+    """e2e: evaluate on the first eval_rows of the held-out and context splits (default: 500)"""
     compare_local: bool = True
     """e2e: also train and evaluate the local TopK SAE with the same n_latents and k (matched L0)"""
     local_ks: tuple[int, ...] = (8, 32)
@@ -118,11 +118,10 @@ def train_sae(track: Track = DEFAULT_TRACK, /, cfg: TrainSAECommand = TrainSAECo
 
         e2e_cfg = TrackE2EConfig(
             e2e=flags.e2e(),
-            n_train=flags.n_train,
             retrain=cfg.retrain,
             compare_local=flags.compare_local,
             local_ks=flags.local_ks,
-            eval_rows=flags.eval_rows,
+            **({"eval_rows": flags.eval_rows} if flags.eval_rows is not None else {}),
             results=cfg.results,
             out=cfg.out,
         )

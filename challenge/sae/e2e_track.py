@@ -25,13 +25,11 @@ from challenge.schemas import JSON_CONFIG
 EVAL_SPLITS = ("heldout", "context")
 
 
-def track_e2e_dir(track, cfg: E2EConfig, n_train: int | None = None) -> Path:
-    """Where the track's e2e SAE trained with ``cfg`` (on the first ``n_train`` public prompts,
-    all when None) is cached."""
+def track_e2e_dir(track, cfg: E2EConfig) -> Path:
+    """Where the track's e2e SAE trained with ``cfg`` is cached."""
     from challenge.models import cache_root
 
-    tag = cfg.name() + (f"-n{n_train}" if n_train is not None else "")
-    return cache_root() / "saes" / track.spec.track_id / f"v{track.spec.version}" / tag
+    return cache_root() / "saes" / track.spec.track_id / f"v{track.spec.version}" / cfg.name()
 
 
 def track_e2e_sae(
@@ -40,15 +38,14 @@ def track_e2e_sae(
     *,
     lm=None,
     engine=None,
-    n_train: int | None = None,
     train: bool = True,
     progress: bool = True,
 ) -> SAE:
     """The track's e2e SAE with ``cfg``: loaded from the cache, else trained on the public
-    prompts (the first ``n_train`` when given), saved there and loaded back. An interrupted
-    training resumes from its checkpoint."""
+    prompts (the first ``cfg.n_train``), saved there and loaded back. An interrupted training
+    resumes from its checkpoint."""
     cfg = cfg or E2EConfig()
-    d = track_e2e_dir(track, cfg, n_train)
+    d = track_e2e_dir(track, cfg)
     if (d / WEIGHTS_FILE).exists():
         return load_sae(d)
     if not train:
@@ -61,10 +58,10 @@ def track_e2e_sae(
 
         engine = track.engine(lm or load_model(track.spec.model), progress=False)
     tokens = track.tokens("public")
-    if n_train is not None:
-        if not 2 <= n_train <= len(tokens):
-            raise ConfigError(f"must be in [2, {len(tokens)}], got {n_train}", field="n_train")
-        tokens = tokens[:n_train]
+    if cfg.n_train is not None:
+        if cfg.n_train > len(tokens):
+            raise ConfigError(f"the public split has only {len(tokens)} prompts", field="n_train")
+        tokens = tokens[: cfg.n_train]
     start = None
     if cfg.init == "local":
         from challenge.sae.track import track_sae
@@ -99,8 +96,6 @@ class TrackE2EConfig:
 
     e2e: E2EConfig = field(default_factory=E2EConfig)
     """how the e2e SAE is trained"""
-    n_train: int | None = None
-    """train on the first n_train public prompts (None: all)"""
     retrain: bool = False
     """train even when a cached e2e SAE with this config exists"""
     compare_local: bool = True
@@ -110,7 +105,7 @@ class TrackE2EConfig:
     local_ks: tuple[int, ...] = (8, 32)
     """with compare_local: also the local TopK SAEs with these k (same n_latents), so that the
     e2e SAE's CE increase can be read against the local SAE's at other L0"""
-    eval_rows: int | None = None
+    eval_rows: int | None = 500
     """evaluate on the first eval_rows of each split (None: all)"""
     results: Path = Path("runs/saes")
     """the summary goes to <results>/<track id>_<e2e config name>.json"""
@@ -122,10 +117,8 @@ class TrackE2EConfig:
         bad = [k for k in self.local_ks if not 1 <= k <= self.e2e.n_latents]
         if bad:
             raise ConfigError(f"k must be in [1, n_latents], got {bad}", field="local_ks")
-        for name in ("n_train", "eval_rows"):
-            v = getattr(self, name)
-            if v is not None and v < 2:
-                raise ConfigError(f"must be >= 2 (or None), got {v}", field=name)
+        if self.eval_rows is not None and self.eval_rows < 2:
+            raise ConfigError(f"must be >= 2 (or None), got {self.eval_rows}", field="eval_rows")
 
 
 @dataclass
@@ -197,10 +190,10 @@ def track_e2e_report(track, cfg: TrackE2EConfig | None = None, *, lm=None) -> Tr
     lm = lm or load_model(track.spec.model)
     eng = track.engine(lm, progress=False)
     if cfg.retrain:
-        d = track_e2e_dir(track, cfg.e2e, cfg.n_train)
+        d = track_e2e_dir(track, cfg.e2e)
         shutil.rmtree(d, ignore_errors=True)
         shutil.rmtree(d.with_name(d.name + ".ckpt"), ignore_errors=True)
-    saes = {"e2e": track_e2e_sae(track, cfg.e2e, engine=eng, n_train=cfg.n_train)}
+    saes = {"e2e": track_e2e_sae(track, cfg.e2e, lm=lm, engine=eng)}
     if cfg.compare_local:
         saes["local"] = track_sae(track, cfg.e2e.local_config(), lm=lm, progress=False)
         for k in cfg.local_ks:

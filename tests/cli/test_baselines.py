@@ -71,7 +71,7 @@ def test_train_sae_e2e(plateau, printed, read_json, tiny_track_dir, tmp_path):
         "--results", tmp_path / "runs", "--out", tmp_path / "sae",
     )  # fmt: skip
     headline, path = printed(out)
-    assert path == tmp_path / "runs" / f"{TINY}_e2e-32-k4-last-3-b8-ft20-s0.json"
+    assert path == tmp_path / "runs" / f"{TINY}_e2e-32-k4-last-3-b8-n16-ft20-s0.json"
     doc = read_json(path)
     assert doc["kind"] == "track_e2e_sae" and doc["headline"] == headline
     assert set(headline) == {"e2e", "local", "local_k2"}  # local SAEs at matched L0 and at k=2
