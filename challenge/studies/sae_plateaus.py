@@ -68,9 +68,10 @@ class SAEPlateausConfig:
     e2e_sae: str | None = None
     """an end-to-end SAE directory (SAELens format), analysed the same way; None: none"""
     e2e: bool = False
-    """also analyse the track's end-to-end SAE (E2EConfig's defaults, trained and cached when
-    missing; unless --e2e-sae is given) and, as ``local``, the local TopK SAE with its
-    n_latents and k trained on the public split's last position (matched L0)"""
+    """analyse the track's end-to-end SAE (E2EConfig's defaults, trained and cached when
+    missing; unless --e2e-sae is given) beside, as ``local``, the local TopK SAE with its
+    n_latents and k trained on the public split's last position (matched L0); the track's
+    default SAE is then analysed only when --sae names it"""
     n_p3: int = 0
     """D: context activations for P3 along each SAE's decoder directions (0: skip part D)"""
     train_sae: bool = True
@@ -174,6 +175,8 @@ def get_saes(env: StudyEnv, cfg: SAEPlateausConfig) -> dict:
 
     if cfg.sae is not None:
         saes = {"sae": load_sae(cfg.sae)}
+    elif cfg.e2e:
+        saes = {}
     else:
         saes = {"sae": track_sae(env.track, lm=env.lm, train=cfg.train_sae, progress=False)}
     if cfg.e2e_sae is not None:
@@ -188,8 +191,9 @@ def get_saes(env: StudyEnv, cfg: SAEPlateausConfig) -> dict:
 
         e = saes["e2e"]
         lcfg = SAEConfig(n_latents=e.n_latents, k=e.k, positions="last")
-        saes = {"sae": saes["sae"], "local": track_sae(env.track, lcfg, lm=env.lm,
-                train=cfg.train_sae, progress=False), "e2e": e}  # fmt: skip
+        local = track_sae(env.track, lcfg, lm=env.lm, train=cfg.train_sae, progress=False)
+        # the track's default SAE stays only when given explicitly (--sae)
+        saes = ({"sae": saes["sae"]} if cfg.sae is not None else {}) | {"local": local, "e2e": e}
     d = env.track.d_model
     for name, s in saes.items():
         if s.d_in != d:
@@ -514,6 +518,10 @@ def plot(res: SAEPlateausResult, path: Path) -> Path:
             label=f"toward {kind}" if kind != saes[0] else "toward SAE(x)",
         )
         ax.fill_between(x, *np.percentile(v, [25, 75], 0), color=f"C{i}", alpha=0.15)
+    for j, other in enumerate(saes[1:]):  # the other SAEs' own reconstruction steps
+        v = arrays[f"A_{other}_{other}_kl"]
+        ax.plot(np.linspace(0, 1, v.shape[1]), np.median(v, 0), color=f"C{4 + j}", ls="--",
+                label=f"toward {other}(x)")  # fmt: skip
     ax.set_xlabel("fraction of |SAE(x) - x|")
     ax.set_ylabel("KL(p(x) || p)")
     ax.set_title("A: the reconstruction step vs same-length steps", fontsize=9)

@@ -66,7 +66,7 @@ def test_train_sae_e2e(plateau, printed, read_json, tiny_track_dir, tmp_path):
 
     out = plateau(
         "train-sae", tiny_track_dir, "--kind", "e2e", "--n-latents", 32, "--k", 4, "--steps", 3,
-        "--batch", 8, "--n-train", 16, "--eval-rows", 8, "--local-steps", 20, "--lr", 1e-3,
+        "--batch", 8, "--n-train", 16, "--eval-rows", 8, "--local-steps", 20,
         "--local-ks", 2,
         "--results", tmp_path / "runs", "--out", tmp_path / "sae",
     )  # fmt: skip
