@@ -17,6 +17,7 @@ The published recipes (P1, Giglemiani et al. 2024; see docs/baselines.md for rec
 | token_cluster | new: N(mean of the public rows sharing a last token, pooled within-token covariance) | public |
 | spliced_prompts | new: the model's activation for (context of one public prompt + last token of another) | public, model |
 | unigram_prompts | ablation: the model's activation for i.i.d. unigram-token prompts | public, model |
+| e2e_<SAE generator> | the five SAE generators above on the track's end-to-end SAE | public, sae |
 
 Each generator declares ``access`` (``challenge.access``: what it may touch; the pipeline
 enforces it, and its board category follows from it): ``public`` for the public-only ones,
@@ -39,6 +40,7 @@ from torch import Tensor
 
 from challenge.directions import ActivationStats, as_generator, gaussian_like, jittered_cholesky
 from challenge.errors import ConfigError
+from challenge.sae.e2e import E2EConfig
 from challenge.submission import Generator
 
 
@@ -185,19 +187,33 @@ def sparsity_neighbours(log_freq: Tensor, candidates: Tensor, k: int) -> Tensor:
 
 
 class _SAEGenerator:
-    """Shared state of the SAE generators: the SAE, public codes, latent classes, neighbours."""
+    """Shared state of the SAE generators: the SAE, public codes, latent classes, neighbours.
+
+    A subclass with ``e2e_cfg`` set (:func:`e2e_variant`) takes the track's end-to-end SAE with
+    that config (``challenge.sae.e2e_track.track_e2e_sae``, trained on first use and cached)
+    instead of the local one, unless an SAE is passed."""
 
     uses, access = ["public_activations", "sae"], ("public", "sae")
     name = description = ""
+    e2e_cfg: E2EConfig | None = None
 
     def __init__(self, sae=None, sae_cfg=None):
         self._sae, self._sae_cfg = sae, sae_cfg
 
-    @torch.no_grad()
-    def fit(self, track, lm) -> None:
+    def _track_sae(self, track, lm):
+        if self._sae is not None:
+            return self._sae
+        if self.e2e_cfg is not None:
+            from challenge.sae.e2e_track import track_e2e_sae
+
+            return track_e2e_sae(track, self.e2e_cfg, lm=lm)
         from challenge.sae import track_sae
 
-        self.sae = self._sae if self._sae is not None else track_sae(track, self._sae_cfg, lm=lm)
+        return track_sae(track, self._sae_cfg, lm=lm)
+
+    @torch.no_grad()
+    def fit(self, track, lm) -> None:
+        self.sae = self._track_sae(track, lm)
         self.acts = track.acts("public")
         self.codes = encode_sparse(self.sae, self.acts)
         self.log_freq = self.sae.log_sparsity.float().cpu()
@@ -482,6 +498,27 @@ GENERATORS: dict[str, Callable[[], Generator]] = {
     "spliced_prompts": SplicedPrompts,
     "unigram_prompts": lambda: SplicedPrompts(unigram=True),
 }
+
+
+def e2e_variant(cls: type[_SAEGenerator], cfg: E2EConfig | None = None) -> type[_SAEGenerator]:
+    """``cls`` on the track's end-to-end SAE (``cfg``, default ``E2EConfig()``): the same recipe,
+    named ``e2e_<name>``, to be scored beside the local-SAE version."""
+    cfg = cfg or E2EConfig()
+    body = {
+        "name": f"e2e_{cls.name}",
+        "description": f"on the end-to-end SAE ({cfg.name()}): {cls.description}",
+        "e2e_cfg": cfg,
+        "__doc__": f"{cls.__name__} on the track's end-to-end SAE.",
+    }
+    return type(f"E2E{cls.__name__}", (cls,), body)
+
+
+E2E_SAE_GENERATORS = {
+    g.name: g
+    for g in map(e2e_variant, (SAEReconstruction, SAEBaseline, BagOfFeatures, Structured,
+                               SingleLatent))
+}  # fmt: skip
+GENERATORS |= E2E_SAE_GENERATORS
 PUBLISHED_SYNTHETIC = (
     "isotropic",
     "gaussian",

@@ -64,6 +64,8 @@ STREAMS: dict[str, Stream] = {
     "sae_plateaus.points": Stream(20, doc="points of part C"),
     "sae_plateaus.gaussian": Stream(21, doc="N(mu, Sigma) points of part C"),
     "sae_plateaus.directions": Stream(22, doc="isotropic directions of part C"),
+    "sae_collapse.paths": Stream(30, doc="contexts and held-out targets of the path pairs"),
+    "sae_collapse.real_pairs": Stream(31, doc="contexts and random partners of the real pairs"),
     # feature finding
     "feature_finding.start": Stream(0, doc="random starts of the direction finders"),
     "feature_finding.jacobian_rows": Stream(1, doc="bases whose Jacobian is computed"),
@@ -79,6 +81,7 @@ STREAMS: dict[str, Stream] = {
     "interactions.circuit_random": Stream(0, doc="random latents of the circuit's ablation"),
     # SAEs
     "sae.train": Stream(0, doc="SAE initialisation, then the training batches"),
+    "sae.e2e": Stream(0, doc="end-to-end SAE initialisation, then the training batches"),
     # the private test split (challenge.private; the seed is the organiser's secret)
     "private.windows": Stream(0, doc="shuffle of the windows the test split is drawn from"),
 }

@@ -39,6 +39,7 @@ COMMANDS: dict[str, Callable] = {
     "study-steering": studies.study_steering,
     "study-boundaries": studies.study_boundaries,
     "study-sae-plateaus": studies.study_sae_plateaus,
+    "study-sae-collapse": studies.study_sae_collapse,
     "interactions": interactions.interactions,
     "interactions-circuit": interactions.interactions_circuit,
 }

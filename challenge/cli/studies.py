@@ -9,6 +9,7 @@ from challenge.cli._common import report
 from challenge.studies.boundaries import BoundariesConfig
 from challenge.studies.layers import LayersConfig
 from challenge.studies.output_states import OutputStatesConfig
+from challenge.studies.sae_collapse import SAECollapseConfig
 from challenge.studies.sae_plateaus import SAEPlateausConfig
 from challenge.studies.steering import SteeringConfig
 
@@ -51,3 +52,11 @@ def study_sae_plateaus(cfg: SAEPlateausConfig) -> None:
     from challenge.studies import sae_plateaus
 
     report(sae_plateaus.run(cfg))
+
+
+def study_sae_collapse(cfg: SAECollapseConfig) -> None:
+    """Study 6: does an end-to-end SAE map the activations of one plateau to nearly one point?
+    Collapse ratios |SAE(a) - SAE(b)| / |a - b| of e2e vs local SAEs, within and across plateaus."""
+    from challenge.studies import sae_collapse
+
+    report(sae_collapse.run(cfg))

@@ -41,10 +41,12 @@ RESULT_CLASSES: dict[str, str] = {
     "steering_result": "challenge.studies.steering:SteeringResult",
     "boundaries_result": "challenge.studies.boundaries:BoundariesResult",
     "sae_plateaus_result": "challenge.studies.sae_plateaus:SAEPlateausResult",
+    "sae_collapse_result": "challenge.studies.sae_collapse:SAECollapseResult",
     "feature_finding_result": "challenge.studies.feature_finding:FeatureFindingResult",
     "interactions_result": "challenge.interactions.train:InteractionsResult",
     "interactions_circuit_result": "challenge.interactions.circuit:CircuitResult",
     "track_sae_result": "challenge.pipeline:TrackSAEResult",
+    "track_e2e_sae_result": "challenge.sae.e2e_track:TrackE2EResult",
     "main_result": "challenge.pipeline:MainResult",
 }
 """Schema name (``<kind>_result``) -> ``"module:Class"``; add a result class here to get its

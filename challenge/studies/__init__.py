@@ -9,6 +9,7 @@ returning a typed :class:`challenge.results.Result` (``headline``: the numbers t
 - ``steering``: difference-of-means steering vs plateau perturbations of the same norm;
 - ``boundaries``: MLP gate sign changes along paths vs output jumps;
 - ``sae_plateaus``: SAE reconstructions and where real activations sit inside plateaus;
+- ``sae_collapse``: whether an end-to-end SAE maps a plateau's activations to nearly one point;
 - ``feature_finding``: the directions the output is most sensitive to vs SAE / PCA / random.
 
 What they share lives in :mod:`challenge.studies._common` and is re-exported here.
@@ -37,6 +38,7 @@ STUDIES = (
     "steering",
     "boundaries",
     "sae_plateaus",
+    "sae_collapse",
     "feature_finding",
 )
 

@@ -50,6 +50,7 @@ from challenge.results import Result
 from challenge.rng import generator, seed_for
 from challenge.schemas import JSON_CONFIG
 from challenge.studies._common import StudyEnv, finish, load_env, require, same_length, trace
+from challenge.studies.sae_collapse import Interval
 
 NAME = "sae_plateaus"
 
@@ -66,6 +67,13 @@ class SAEPlateausConfig:
     """SAE directory (SAELens format) or saelens:<release>/<id>; None: the track's SAE"""
     e2e_sae: str | None = None
     """an end-to-end SAE directory (SAELens format), analysed the same way; None: none"""
+    e2e: bool = False
+    """analyse the track's end-to-end SAE (E2EConfig's defaults, trained and cached when
+    missing; unless --e2e-sae is given) beside, as ``local``, the local TopK SAE with its
+    n_latents and k trained on the public split's last position (matched L0); the track's
+    default SAE is then analysed only when --sae names it"""
+    n_p3: int = 0
+    """D: context activations for P3 along each SAE's decoder directions (0: skip part D)"""
     train_sae: bool = True
     """train (and cache) the track's SAE when it is missing (minutes on 2 cores)"""
     n_recon: int = 64
@@ -95,6 +103,7 @@ class SAEPlateausConfig:
 
     def __post_init__(self):
         require(bool(self.track), "track", "a track id or directory is needed")
+        require(self.n_p3 >= 0, "n_p3", f"must be >= 0, got {self.n_p3}")
         for f in ("n_recon", "n_paths", "n_points", "n_dirs"):
             v = getattr(self, f)
             require(v >= 1, f, f"must be >= 1, got {v}")
@@ -123,6 +132,12 @@ class SAEPlateausHeadline:
     """C: median centredness (1 = centre, 0 = edge) per point kind (real, SAEs, gaussian)"""
     anchoring_median: float | None
     """C: median anchoring of the real points' edges (1 = fixed in space, 0 = move along)"""
+    centredness_minus_real: dict[str, Interval]
+    """C: per SAE, median over (point, direction) of centredness(SAE(x)) - centredness(x), with
+    a bootstrap interval over points (> 0: reconstructions sit nearer the chord's centre)"""
+    p3_length_to_kl_threshold: dict[str, Interval]
+    """D: per direction set (``<sae>:<kind>``, ``isotropic``), the length at which the median
+    KL reaches edge_kl, with a bootstrap interval over bases (empty when part D is skipped)"""
 
 
 @dataclass
@@ -137,10 +152,12 @@ class SAEPlateausResult(Result):
     headline: SAEPlateausHeadline
 
 
-def headline(a: dict, b: dict, c: dict) -> SAEPlateausHeadline:
-    """The numbers to cite from parts A, B and C."""
+def headline(a: dict, b: dict, c: dict, d: dict) -> SAEPlateausHeadline:
+    """The numbers to cite from parts A, B, C and D."""
     saes = [s for s in b if s != "n_paths"]
     return SAEPlateausHeadline(
+        centredness_minus_real=c["centredness_minus_real"],
+        p3_length_to_kl_threshold=d.get("length_to_kl_threshold", {}),
         kl_end_ratio_to_controls={s: a[s]["kl_end_ratio_to_controls"] for s in a},
         top1_agreement_on_plateau={s: b[s]["top1_agreement_on_plateau"] for s in saes},
         top1_agreement_near_boundary={s: b[s]["top1_agreement_near_boundary"] for s in saes},
@@ -158,10 +175,25 @@ def get_saes(env: StudyEnv, cfg: SAEPlateausConfig) -> dict:
 
     if cfg.sae is not None:
         saes = {"sae": load_sae(cfg.sae)}
+    elif cfg.e2e:
+        saes = {}
     else:
         saes = {"sae": track_sae(env.track, lm=env.lm, train=cfg.train_sae, progress=False)}
     if cfg.e2e_sae is not None:
         saes["e2e"] = load_sae(cfg.e2e_sae)
+    elif cfg.e2e:
+        from challenge.sae.e2e import E2EConfig
+        from challenge.sae.e2e_track import track_e2e_sae
+
+        saes["e2e"] = track_e2e_sae(env.track, E2EConfig(), engine=env.eng, train=cfg.train_sae)
+    if cfg.e2e:
+        from challenge.sae import SAEConfig
+
+        e = saes["e2e"]
+        lcfg = SAEConfig(n_latents=e.n_latents, k=e.k, positions="last")
+        local = track_sae(env.track, lcfg, lm=env.lm, train=cfg.train_sae, progress=False)
+        # the track's default SAE stays only when given explicitly (--sae)
+        saes = ({"sae": saes["sae"]} if cfg.sae is not None else {}) | {"local": local, "e2e": e}
     d = env.track.d_model
     for name, s in saes.items():
         if s.d_in != d:
@@ -383,6 +415,55 @@ def part_c(env, cfg, saes, stats) -> tuple[dict, dict]:
         "(a real boundary); 0 = it moves with the point (a KL radius around any point)",
     }
     arrays["C_anchoring"] = np.concatenate([anch_p, anch_m])
+    # the seed's anecdote, paired: does SAE(x) sit nearer the chord's centre than x itself?
+    from challenge.studies.sae_collapse import cluster_bootstrap
+
+    point = np.repeat(np.arange(n), D)
+    real_c = arrays["C_real_centredness"].ravel()
+    out["centredness_minus_real"] = {}
+    for name in saes:
+        diff = arrays[f"C_{name}_centredness"].ravel() - real_c
+        ok = np.isfinite(diff)
+        out["centredness_minus_real"][name] = cluster_bootstrap(
+            np.median, point[ok], diff[ok], seed=cfg.seed
+        )
+        near = arrays[f"C_{name}_edge"].reshape(n, -1).min(1) - r_real.reshape(n, -1).min(1)
+        out.setdefault("nearest_edge_minus_real", {})[name] = M.summarise(near)
+    return out, arrays
+
+
+def part_d(env, cfg, saes) -> tuple[dict, dict]:
+    """P3 along each SAE's decoder directions (a latent active at x, an alive inactive one) and
+    isotropic ones, from the same ``n_p3`` context activations (``challenge.protocols.run_p3``)."""
+    if cfg.n_p3 == 0:
+        return {}, {}
+    from challenge.protocols import P3Config, run_p3
+    from challenge.sae import sae_direction_sets
+    from challenge.studies.sae_collapse import cluster_bootstrap
+
+    extra = {}
+    for name, sae in saes.items():
+        sets = sae_direction_sets(sae, env.track, n_base=cfg.n_p3, seed=cfg.seed)
+        extra |= {f"{name}:{k}": sets[f"sae_{k}"] for k in ("active", "inactive_alive")}
+    p3 = P3Config(n_base=cfg.n_p3, directions=("isotropic",), kl_threshold=cfg.edge_kl,
+                  seed=cfg.seed)  # fmt: skip
+    res = run_p3(env.track, env.eng, p3, extra)
+    lengths = res.arrays["lengths"]
+
+    def reach(kl):
+        med = np.median(kl, 0)
+        hit = np.nonzero(med >= cfg.edge_kl)[0]
+        return float(lengths[hit[0]]) if len(hit) else np.nan
+
+    out = {"lengths": lengths.tolist(), "length_to_kl_threshold": {}, "median_kl": {}}
+    arrays = {"D_lengths": lengths}
+    for name in res.detail["directions"]:
+        kl = res.arrays[f"{name}_kl"]
+        out["length_to_kl_threshold"][name] = cluster_bootstrap(
+            reach, np.arange(len(kl)), kl, seed=cfg.seed
+        )
+        out["median_kl"][name] = res.detail["directions"][name]["median_kl"]
+        arrays[f"D_{name}_kl"] = kl
     return out, arrays
 
 
@@ -395,6 +476,7 @@ def run(cfg: SAEPlateausConfig, env: StudyEnv | None = None) -> SAEPlateausResul
     a, arr_a = part_a(env, cfg, saes, stats)
     b, arr_b = part_b(env, cfg, saes)
     c, arr_c = part_c(env, cfg, saes, stats)
+    d, arr_d = part_d(env, cfg, saes)
     doc = {
         "question": "Do SAE reconstructions map a plateau's activations to nearby points in "
         "the same plateau; where in a plateau do real activations sit (centre vs edge)?",
@@ -403,14 +485,14 @@ def run(cfg: SAEPlateausConfig, env: StudyEnv | None = None) -> SAEPlateausResul
             | {"eval_context_last_position": evaluate_sae(s, env.track.acts("context"))}
             for k, s in saes.items()
         },
-        "e2e_sae": "given" if cfg.e2e_sae else "none available offline for this model (none given)",
+        "e2e_sae": "given" if cfg.e2e_sae else ("the track's" if cfg.e2e else "none"),
         "A_reconstruction_step": a,
         "B_plateau_consistency": b,
         "C_centre_vs_edge": c,
+        "D_p3_decoder_directions": d,
     }
-    return finish(
-        env, cfg, NAME, SAEPlateausResult, headline(a, b, c), doc, arr_a | arr_b | arr_c, plot=plot
-    )
+    arrays = arr_a | arr_b | arr_c | arr_d
+    return finish(env, cfg, NAME, SAEPlateausResult, headline(a, b, c, d), doc, arrays, plot=plot)
 
 
 def plot(res: SAEPlateausResult, path: Path) -> Path:
@@ -423,7 +505,8 @@ def plot(res: SAEPlateausResult, path: Path) -> Path:
 
     doc, arrays, cfg = res.detail, res.arrays, res.config
     saes = list(doc["saes"])
-    fig, axes = plt.subplots(1, 4, figsize=(19, 4.2))
+    has_d = "D_lengths" in arrays
+    fig, axes = plt.subplots(1, 5 if has_d else 4, figsize=(24 if has_d else 19, 4.2))
     ax = axes[0]
     for i, kind in enumerate([saes[0], "real", "random", "isotropic"]):
         v = arrays[f"A_{saes[0]}_{kind}_kl"]
@@ -435,6 +518,10 @@ def plot(res: SAEPlateausResult, path: Path) -> Path:
             label=f"toward {kind}" if kind != saes[0] else "toward SAE(x)",
         )
         ax.fill_between(x, *np.percentile(v, [25, 75], 0), color=f"C{i}", alpha=0.15)
+    for j, other in enumerate(saes[1:]):  # the other SAEs' own reconstruction steps
+        v = arrays[f"A_{other}_{other}_kl"]
+        ax.plot(np.linspace(0, 1, v.shape[1]), np.median(v, 0), color=f"C{4 + j}", ls="--",
+                label=f"toward {other}(x)")  # fmt: skip
     ax.set_xlabel("fraction of |SAE(x) - x|")
     ax.set_ylabel("KL(p(x) || p)")
     ax.set_title("A: the reconstruction step vs same-length steps", fontsize=9)
@@ -469,6 +556,19 @@ def plot(res: SAEPlateausResult, path: Path) -> Path:
         ax.hist(e, bins=20, alpha=0.45, color=f"C{i}", label=k)
     ax.set_xlabel(f"edge distance (KL reaches {cfg.edge_kl})")
     ax.set_title("C: distance to the plateau edge along rays", fontsize=9)
+    if has_d:
+        ax = axes[4]
+        lengths = arrays["D_lengths"]
+        sets = [k[2:-3] for k in arrays if k.startswith("D_") and k.endswith("_kl")]
+        for i, name in enumerate(sets):
+            ls = "--" if name.endswith("inactive_alive") else "-"
+            ax.plot(lengths, np.median(arrays[f"D_{name}_kl"], 0), ls=ls, color=f"C{i // 2}"
+                    if name != "isotropic" else "k", label=name)  # fmt: skip
+        ax.axhline(cfg.edge_kl, color="k", lw=0.7, ls=":")
+        ax.set_yscale("log")
+        ax.set_xlabel("length along the direction")
+        ax.set_ylabel("median KL")
+        ax.set_title("D: P3 along decoder directions", fontsize=9)
     for ax in axes:
         ax.grid(alpha=0.3)
         if ax is not axes[2]:

@@ -40,6 +40,7 @@ REQUIRED = {
     "heldout_real",
 }
 SAE_GENS = ("sae_reconstruction", "sae_baseline", "bag_of_features", "structured", "single_latent")
+SAE_GENS += tuple(f"e2e_{n}" for n in SAE_GENS)  # the same recipes on an e2e SAE (here: given)
 
 
 @pytest.fixture(scope="module")

@@ -59,3 +59,35 @@ def test_diagnose_submissions(plateau, printed, read_json, tiny_track_dir, submi
     assert doc["headline"] == headline and set(headline) == {"gaussian", "heldout_real"}
     assert headline["heldout_real"]["in_token_cluster"] > headline["gaussian"]["in_token_cluster"]
     assert "_reference" in doc["detail"]["placement"]
+
+
+def test_train_sae_e2e(plateau, printed, read_json, tiny_track_dir, tmp_path):
+    from challenge.sae import load_sae
+
+    out = plateau(
+        "train-sae", tiny_track_dir, "--kind", "e2e", "--n-latents", 32, "--k", 4, "--steps", 3,
+        "--batch", 8, "--n-train", 16, "--eval-rows", 8, "--local-steps", 20,
+        "--local-ks", 2,
+        "--results", tmp_path / "runs", "--out", tmp_path / "sae",
+    )  # fmt: skip
+    headline, path = printed(out)
+    assert path == tmp_path / "runs" / f"{TINY}_e2e-32-k4-last-3-b8-n16-ft20-s0.json"
+    doc = read_json(path)
+    assert doc["kind"] == "track_e2e_sae" and doc["headline"] == headline
+    assert set(headline) == {"e2e", "local", "local_k2"}  # local SAEs at matched L0 and at k=2
+    for sae in headline.values():
+        assert set(sae) == {"heldout", "context"}
+        for ev in sae.values():
+            assert 0 < ev["l0"] <= 4 and ev["ce_increase"] >= 0
+            assert ev["ce_increase_lo"] <= ev["ce_increase"] <= ev["ce_increase_hi"]
+    assert headline["local_k2"]["heldout"]["l0"] <= 2
+    assert doc["config"]["e2e"]["steps"] == 3 and doc["detail"]["train"]["n_train"] == 16
+    assert doc["detail"]["saes"]["local"]["config"]["k"] == 4
+    sae = load_sae(tmp_path / "sae")
+    assert sae.kind == "topk" and sae.k == 4 and sae.meta["plateau"]["objective"] == "e2e"
+
+
+def test_train_sae_refuses_flags_of_the_other_kind(plateau, tiny_track_dir, capsys):
+    with pytest.raises(SystemExit):
+        plateau("train-sae", tiny_track_dir, "--ds-coef", 0.5)
+    assert "ds_coef" in capsys.readouterr().err

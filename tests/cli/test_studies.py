@@ -14,12 +14,16 @@ STUDIES = {
     "boundaries": ["--n-paths", 3, "--n-steps", 7, "--align", 2],
     "sae_plateaus": ["--n-recon", 3, "--recon-steps", 5, "--n-paths", 2, "--path-steps", 7,
                      "--n-points", 2, "--n-dirs", 2, "--ray-steps", 6],
+    "sae_collapse": ["--n-paths", 2, "--path-steps", 4, "--n-contexts", 3, "--n-near", 1,
+                     "--n-far", 1, "--pair-steps", 3, "--n-boot", 20],
 }  # fmt: skip
 
 
 @pytest.mark.parametrize("name", STUDIES)
 def test_study(name, plateau, printed, read_json, tiny_track_dir, tiny_sae_dir, tmp_path):
     args = STUDIES[name] + (["--sae", tiny_sae_dir] if name == "sae_plateaus" else [])
+    if name == "sae_collapse":  # any SAELens directory fills both slots
+        args += ["--sae", tiny_sae_dir, "--e2e-sae", tiny_sae_dir]
     out = plateau(
         f"study-{name.replace('_', '-')}", "--track", tiny_track_dir, *args, "--out", tmp_path
     )

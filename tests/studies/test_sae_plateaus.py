@@ -37,6 +37,7 @@ def test_run_with_inline_sae(tiny_track, smollm, tmp_path):
         n_points=2,
         n_dirs=2,
         ray_steps=6,
+        n_p3=2,
         out=tmp_path,
     )
     res = run(cfg, env=make_env(tiny_track, smollm))
@@ -64,3 +65,14 @@ def test_run_with_inline_sae(tiny_track, smollm, tmp_path):
     assert set(h.centredness_median) == {"real", "sae", "e2e", "gaussian"}
     assert h.centredness_median["real"] == c["real"]["centredness"]["median"]
     assert h.anchoring_median == c["anchoring"]["anchoring_all"]["median"]
+    # C, paired: the same SAE in both slots gives the same shift toward the chord's centre
+    cm = h.centredness_minus_real
+    assert set(cm) == {"sae", "e2e"} and cm["sae"] == cm["e2e"]
+    assert cm["sae"].n == 0 or -1.0 <= cm["sae"].value <= 1.0
+    # D: P3 along each slot's decoder directions and isotropic ones, from the same bases
+    p3 = h.p3_length_to_kl_threshold
+    assert set(p3) == {"isotropic", "sae:active", "sae:inactive_alive", "e2e:active",
+                       "e2e:inactive_alive"}  # fmt: skip
+    assert p3["sae:active"] == p3["e2e:active"]
+    assert np.array_equal(arr["D_sae:active_kl"], arr["D_e2e:active_kl"])
+    assert arr["D_isotropic_kl"].shape == (2, len(arr["D_lengths"]))
