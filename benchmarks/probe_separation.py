@@ -16,20 +16,19 @@ import time
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 
 from challenge import metrics as M
 from challenge.directions import ActivationStats, gaussian_like
 from challenge.models import load_model
 from challenge.probes import PROBES, ProbeConfig, Slots, run_probes, unit_directions
+from challenge.scorer import auc as scorer_auc
 from challenge.track import resolve_track
 
 
 def auc(a: np.ndarray, b: np.ndarray) -> float:
-    ok_a, ok_b = a[np.isfinite(a)], b[np.isfinite(b)]
-    y = np.r_[np.zeros(len(ok_a)), np.ones(len(ok_b))]
-    s = roc_auc_score(y, np.r_[ok_a, ok_b])
-    return float(max(s, 1 - s))
+    """Separation of two samples whichever is larger: max(AUC, 1 - AUC) (``scorer.auc``)."""
+    s = scorer_auc(a, b)
+    return max(s, 1 - s)
 
 
 def main() -> None:
