@@ -24,11 +24,13 @@ declaration (:func:`category_of`), never from the free-text ``uses`` of ``submis
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from challenge.errors import ChallengeError
+from challenge.store import SAE_FOLDER
 
 ACCESS = ("public", "sae", "model", "heldout")
 SYNTHETIC_ACCESS = frozenset({"public", "sae"})
@@ -96,6 +98,10 @@ class TrackView:
     def __init__(self, track: Any, allowed: tuple[str, ...], who: str):
         self._track, self._allowed, self._who = track, tuple(allowed), who
         self.spec, self.meta, self.path = track.spec, track.meta, None
+        # the SAEs published with the track (what ``track_sae`` loads), not the track's files
+        self.sae_root = getattr(track, "sae_root", None) or (
+            Path(track.path) / SAE_FOLDER if getattr(track, "path", None) else None
+        )
         self.splits = {s: v for s, v in track.splits.items() if s in self._allowed}
 
     def _check(self, split: str) -> None:

@@ -57,6 +57,7 @@ COLUMNS = [
     ("mean_ks", "mean KS"),
     ("verified_by", "verified"),
     ("uses", "uses"),
+    ("sae", "SAE (sha256)"),
     ("generator", "generator"),
 ]
 SECTIONS = {
@@ -203,12 +204,28 @@ def load_entries(track_id: str, root: Path = ROOT) -> list[dict]:
                     "tie": tie,
                     "mean_ks": h.mean_ks,
                     "uses": _text(sub.get("uses")),
+                    "sae": _sae_text(sub.get("sae")),
+                    "track_sha256": rep.track.manifest_sha256,
                     "generator": _text(sub.get("generator")),
                     "plot": f"{sub['name']}.png",
                     "features": {k: v.ks for k, v in rep.features.items()},
                 }
             )
     return rows
+
+
+def _sae_text(sae) -> str:
+    """``<SAE name> <first 12 hex of its checksum>`` from a submission's ``sae`` field, else
+    ``-`` (no SAE, or a record made before submissions named theirs)."""
+    if not isinstance(sae, dict) or "sha256" not in sae:
+        return "-"
+    return f"{_text(sae.get('name'))} {str(sae['sha256'])[:12]}"
+
+
+def data_line(rows: list[dict], code: str = "`") -> str:
+    """Which track data the board was scored on (every ranked record shares it)."""
+    shas = sorted({r.get("track_sha256") for r in rows if r.get("track_sha256")})
+    return "Track data: manifest sha256 " + ", ".join(f"{code}{s}{code}" for s in shas) + "."
 
 
 def plot_scores(track_id: str, rows: list[dict], path: Path) -> Path:
@@ -287,7 +304,8 @@ def render_markdown(track_id: str, rows: list[dict]) -> str:
         f"# Leaderboard: `{md_escape(track_id)}`\n\n"
         f"{SCORE_TEXT} Each entry's report is `<name>.json`, its plot `<name>.png`; design, "
         "probes and measured resolution: docs/scoring.md; sections and what is verified: "
-        "docs/integrity.md.\n\n![scores with 95 % intervals](scores.png)\n\n" + "\n".join(parts)
+        f"docs/integrity.md. {data_line(rows)}\n\n"
+        "![scores with 95 % intervals](scores.png)\n\n" + "\n".join(parts)
     )
 
 
@@ -324,6 +342,7 @@ th{{background:#eef;cursor:pointer;user-select:none}} th.sorted{{background:#ccf
 </style></head><body>
 <h1>Plateau challenge leaderboard: <code>{e(track_id)}</code></h1>
 <p>{e(SCORE_TEXT)} Only synthetic entries are ranked (docs/integrity.md). Click a column to sort.</p>
+<p>{e(data_line(rows, code=""))}</p>
 <p><img src="./scores.png" alt="every entry's score with its 95 % interval"></p>
 {chr(10).join(tables)}
 <script>

@@ -170,7 +170,11 @@ def p1_probe(
 
 
 def p1_features_published(
-    curves: Curves, cut: np.ndarray, ap_curves: Curves, ap_cut: np.ndarray, r: dict
+    curves: Curves,
+    cut: np.ndarray,
+    ap_curves: Curves | None,
+    ap_cut: np.ndarray | None,
+    r: dict,
 ) -> dict[str, np.ndarray]:
     """Per-curve features as the papers' code computes them: MS (L2 and KL) and AR over
     ``curve[:cut]``, NL over the whole curve, AP over ``ap_curve[:ap_cut]`` of the AP experiment's
@@ -185,7 +189,10 @@ def p1_features_published(
         feats["ms_l2"][i] = M.max_slope_step_published(curves.l2[i, :c], threshold=th)[0]
         feats["ms_kl"][i] = M.max_slope_step_published(curves.kl[i, :c], threshold=th)[0]
         feats["ar_l2"][i] = M.area_ratio_step_published(curves.l2[i, :c])[0]
-    ap = M.plateau_length_published(ap_curves.l2, ap_cut, threshold=r["plateau_distance"])
+    if ap_curves is None:  # AP not run (``p1_published_probe(ap_ends=None)``)
+        ap = np.full(len(cut), np.nan)
+    else:
+        ap = M.plateau_length_published(ap_curves.l2, ap_cut, threshold=r["plateau_distance"])
     return {
         "ms_l2": feats["ms_l2"],
         "ms_kl": feats["ms_kl"],
@@ -200,7 +207,7 @@ def p1_published_probe(
     tokens: Int[Tensor, "n pos"],
     bases: Float[Tensor, "n d"],
     tested: Float[Tensor, "n d"],
-    ap_ends: Float[Tensor, "n d"],
+    ap_ends: Float[Tensor, "n d"] | None,
     cfg: P1Config,
     r: dict,
     desc: str = "P1",
@@ -209,10 +216,15 @@ def p1_published_probe(
     prompt's context: from the base toward ``tested`` (MS, NL, AR: ``replications.ipynb``), and
     from ``tested`` toward a fresh N(mu, Sigma) sample ``ap_ends`` (AP:
     ``experiment_plateaus.ipynb``). Returns the first experiment's curves, the features, and the
-    extra arrays (the AP curves ``ap_<metric>`` and both experiments' target steps)."""
+    extra arrays (the AP curves ``ap_<metric>`` and both experiments' target steps). With
+    ``ap_ends=None`` only the first experiment runs (``plateau_length`` is NaN; the atlas takes
+    AP from ``probes.plateau_length_ap``, the same definition evaluated in chunks)."""
     step = r["abs_step"] if cfg.scheme == "absolute" else None
     x, cut = published_path(bases, tested, cfg.n_steps, step)
     curves = engine.curves(tokens, x, desc=desc)
+    if ap_ends is None:
+        feats = p1_features_published(curves, cut.numpy(), None, None, r)
+        return curves, feats, {"target_step": cut.numpy()}
     x_ap, ap_cut = published_path(tested, ap_ends, cfg.n_steps, step)
     ap_curves = engine.curves(tokens, x_ap, desc=f"{desc} AP")
     feats = p1_features_published(curves, cut.numpy(), ap_curves, ap_cut.numpy(), r)

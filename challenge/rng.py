@@ -79,6 +79,13 @@ STREAMS: dict[str, Stream] = {
     "interactions.batches": Stream(0, doc="the order of the training tokens"),
     "interactions.windows": Stream(0, doc="which text windows are train / held-out"),
     "interactions.circuit_random": Stream(0, doc="random latents of the circuit's ablation"),
+    # the plateau atlas (challenge.atlas): the same draws at every layer
+    "atlas.rows": Stream(0, doc="held-out rows tested as real points"),
+    "atlas.contexts": Stream(1, doc="each slot's context prompt"),
+    "atlas.directions": Stream(2, doc="each slot's random radius directions"),
+    "atlas.ap_ends": Stream(3, doc="each slot's N(mu, Sigma) AP end point"),
+    "atlas.random": Stream(4, doc="the N(mu, Sigma) points tested"),
+    "atlas.bootstrap": Stream(5, 1000, "bootstrap of the points at write layer index"),
     # SAEs
     "sae.train": Stream(0, doc="SAE initialisation, then the training batches"),
     "sae.e2e": Stream(0, doc="end-to-end SAE initialisation, then the training batches"),

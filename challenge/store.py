@@ -29,6 +29,12 @@ from challenge.results import atomic_dir
 
 FORMAT = "plateau-track/1"
 MANIFEST = "manifest.json"
+SAE_FOLDER = "saes"
+"""A published track's SAEs: ``<track>/saes/<SAE name>/`` in SAELens' layout, each with its own
+:data:`SAE_MANIFEST` (outside the track's manifest, so publishing an SAE leaves the track's
+checksum, and every score made on it, unchanged)."""
+SAE_MANIFEST = "sae_manifest.json"
+SAE_FORMAT = "plateau-sae/1"
 
 
 def sha256_file(path: Path) -> str:
@@ -217,11 +223,19 @@ def _registry_path(root: Path, track_id: str, version: str) -> Path:
     return root / track_id / f"v{version}"
 
 
-def publish(track_dir: str | Path, dest: str, *, private: bool = False) -> str:
+def publish(
+    track_dir: str | Path,
+    dest: str,
+    *,
+    saes: list[Path] | tuple[Path, ...] = (),
+    private: bool = False,
+) -> str:
     """Push a verified track to the hub (``hf://<repo id>``, tagged ``v<version>``) or copy it
-    into a local registry directory ``<dest>/<track_id>/v<version>/``."""
+    into a local registry directory ``<dest>/<track_id>/v<version>/``, with the SAE folders
+    ``saes`` under ``saes/<name>/`` (SAELens layout plus ``sae_manifest.json``)."""
     track_dir = Path(track_dir)
     manifest = verify_track(track_dir)
+    verify_published_saes(track_dir)
     tid, ver = manifest["track_id"], manifest["version"]
     if dest.startswith("hf://"):
         from huggingface_hub import HfApi
@@ -229,27 +243,34 @@ def publish(track_dir: str | Path, dest: str, *, private: bool = False) -> str:
         repo = dest[len("hf://") :]
         api = HfApi()
         api.create_repo(repo, repo_type="dataset", exist_ok=True, private=private)
-        api.upload_folder(
-            repo_id=repo,
-            folder_path=str(track_dir),
-            repo_type="dataset",
-            commit_message=f"{tid} v{ver}",
-        )
+        with tempfile.TemporaryDirectory(prefix=".publish.") as tmp:
+            staged = Path(tmp) / "t"
+            shutil.copytree(track_dir, staged)
+            _add_saes(staged, saes)
+            api.upload_folder(
+                repo_id=repo,
+                folder_path=str(staged),
+                repo_type="dataset",
+                commit_message=f"{tid} v{ver}",
+            )
         api.create_tag(repo, tag=f"v{ver}", repo_type="dataset", exist_ok=True)
         return f"https://huggingface.co/datasets/{repo}/tree/v{ver}"
     target = _registry_path(Path(dest), tid, ver)
     if target.exists():
         if not (target / MANIFEST).exists():
             raise TrackIntegrityError("registry entry exists without a manifest", file=str(target))
-        if json.loads((target / MANIFEST).read_text()).get("files") == manifest["files"]:
-            return str(target)
-        raise TrackIntegrityError(
-            f"registry already holds a different {tid} v{ver}; bump the version", file=str(target)
-        )
+        if json.loads((target / MANIFEST).read_text()).get("files") != manifest["files"]:
+            raise TrackIntegrityError(
+                f"registry already holds a different {tid} v{ver}; bump the version",
+                file=str(target),
+            )
+        _add_saes(target, saes)
+        return str(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".publish.", dir=target.parent))
     try:
         shutil.copytree(track_dir, tmp / "t")
+        _add_saes(tmp / "t", saes)
         (tmp / "t").rename(target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -284,6 +305,7 @@ def download(source: str, *, track_id: str, version: str, cache_dir: Path | None
             fetched = staging / "t"
             shutil.copytree(src, fetched)
         manifest = verify_track(fetched)
+        verify_published_saes(fetched)
         if manifest["track_id"] != track_id or manifest["version"] != version:
             raise TrackIntegrityError(
                 f"pinned {track_id} v{version}, got {manifest['track_id']} v{manifest['version']}",
@@ -301,3 +323,93 @@ def download(source: str, *, track_id: str, version: str, cache_dir: Path | None
 def _mk(p: Path) -> Path:
     p.mkdir(parents=True, exist_ok=True)
     return p
+
+
+# ---------------------------------------------------------------------------------- SAEs
+def _sae_files(sae_dir: Path) -> list[Path]:
+    from challenge.sae.io import CFG_FILE, WEIGHTS_FILE
+
+    files = [p for p in sorted(sae_dir.iterdir()) if p.is_file() and p.name != SAE_MANIFEST]
+    names = {p.name for p in files}
+    for need in (CFG_FILE, WEIGHTS_FILE):
+        if need not in names:
+            raise TrackIntegrityError(f"not an SAE folder: no {need}", file=str(sae_dir))
+    return files
+
+
+def sae_checksum(sae_dir: str | Path) -> str:
+    """An SAE folder's checksum: sha256 of the sorted ``name sha256`` lines of its files (the
+    SAELens ``cfg.json``, weights and sparsity; not its manifest). Reports name it."""
+    files = _sae_files(Path(sae_dir))
+    lines = "".join(f"{p.name} {sha256_file(p)}\n" for p in files)
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def write_sae_manifest(sae_dir: str | Path, name: str | None = None) -> dict[str, Any]:
+    """Write ``<sae_dir>/sae_manifest.json`` (every file's sha256 and size, and the checksum)."""
+    sae_dir = Path(sae_dir)
+    files = _sae_files(sae_dir)
+    manifest = {
+        "format": SAE_FORMAT,
+        "name": name or sae_dir.name,
+        "sha256": sae_checksum(sae_dir),
+        "files": {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in files},
+    }
+    (sae_dir / SAE_MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    return manifest
+
+
+def verify_sae(sae_dir: str | Path) -> dict[str, Any]:
+    """Check a published SAE folder against its manifest; ``TrackIntegrityError`` naming the
+    file on any missing, extra or changed file."""
+    sae_dir = Path(sae_dir)
+    mpath = sae_dir / SAE_MANIFEST
+    if not mpath.is_file():
+        raise TrackIntegrityError("published SAE without a manifest", file=str(mpath))
+    try:
+        manifest = json.loads(mpath.read_text())
+        listed = manifest["files"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise TrackIntegrityError(f"malformed SAE manifest: {e}", file=str(mpath)) from None
+    present = {p.name for p in sae_dir.iterdir() if p.is_file() and p.name != SAE_MANIFEST}
+    extra = sorted(present - set(listed))
+    if extra:
+        raise TrackIntegrityError(f"files not in the manifest: {extra}", file=str(sae_dir))
+    for name, entry in listed.items():
+        f = sae_dir / name
+        if not f.is_file():
+            raise TrackIntegrityError("listed in the SAE manifest but missing", file=str(f))
+        if sha256_file(f) != entry.get("sha256"):
+            raise TrackIntegrityError("sha256 mismatch", file=str(f), field="sha256")
+    if sae_checksum(sae_dir) != manifest.get("sha256"):
+        raise TrackIntegrityError("checksum mismatch", file=str(mpath), field="sha256")
+    return manifest
+
+
+def verify_published_saes(track_dir: str | Path) -> dict[str, str]:
+    """Every SAE published with a track, verified: ``{name: checksum}``."""
+    root = Path(track_dir) / SAE_FOLDER
+    if not root.is_dir():
+        return {}
+    return {d.name: verify_sae(d)["sha256"] for d in sorted(root.iterdir()) if d.is_dir()}
+
+
+def _add_saes(target: Path, saes: list[Path] | tuple[Path, ...]) -> None:
+    """Copy SAE folders into ``<target>/saes/<name>/`` with their manifests; an SAE already
+    there must be identical (a different one needs a new track version)."""
+    for src in map(Path, saes):
+        sum_ = sae_checksum(src)
+        dst = target / SAE_FOLDER / src.name
+        if dst.exists():
+            if verify_sae(dst)["sha256"] != sum_:
+                raise TrackIntegrityError(
+                    "this track version already has a different SAE of this name; bump the "
+                    "track version",
+                    file=str(dst),
+                )
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_dir(dst) as tmp:
+            for f in _sae_files(src):
+                shutil.copy2(f, tmp / f.name)
+            write_sae_manifest(tmp, name=src.name)

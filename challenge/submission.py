@@ -44,9 +44,12 @@ REQUIRED = {
     "seed": int,
     "uses": list,
 }
-OPTIONAL = {"n": int, "d_model": int}
-"""Other keys a submitter may write (``write_submission`` adds them); any other key is refused,
-so a submitter cannot write the organiser's ``access`` record."""
+OPTIONAL = {"n": int, "d_model": int, "sae": dict}
+"""Other keys a submitter may write (``write_submission`` adds ``n`` and ``d_model``;
+``generate`` adds ``sae``, the SAE a generator used: ``{"name", "sha256"}``, see
+``challenge.store.sae_checksum``); any other key is refused, so a submitter cannot write the
+organiser's ``access`` record."""
+SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 NAME_PATTERN = re.compile(r"[a-z0-9_-]{1,64}")
 """A submission name: it becomes ``<board>/<track id>/<name>.json`` and a folder name."""
 
@@ -95,6 +98,8 @@ class SubmissionMeta(_SubmissionMetaRequired, total=False):
 
     n: int
     d_model: int
+    sae: dict[str, str]
+    """The SAE the generator used: folder name and ``challenge.store.sae_checksum``."""
     access: EntryAccess
 
 
@@ -246,9 +251,18 @@ def check_meta(meta: Any, file: str) -> dict[str, Any]:
         raise SubmissionError(
             f"unknown entries {bad}; allowed {list(USES)}", file=file, field="uses"
         )
-    for key in OPTIONAL:
+    for key in ("n", "d_model"):
         if key in meta and not 0 <= meta[key] < 2**31:
             raise SubmissionError("out of range", file=file, field=key)
+    if "sae" in meta:
+        sae = meta["sae"]
+        if set(sae) != {"name", "sha256"} or not isinstance(sae["name"], str):
+            raise SubmissionError(
+                'must be {"name": <SAE folder name>, "sha256": <checksum>}', file=file, field="sae"
+            )
+        _text(sae["name"], 200, file, "sae")
+        if not isinstance(sae["sha256"], str) or not SHA256_PATTERN.fullmatch(sae["sha256"]):
+            raise SubmissionError("sha256 must be 64 lowercase hex digits", file=file, field="sae")
     return meta
 
 
@@ -336,4 +350,10 @@ def generate(
         "seed": seed,
         "uses": list(generator.uses),
     }
+    sae = getattr(generator, "sae", None)
+    source = getattr(sae, "meta", {}).get("source") if sae is not None else None
+    if source and Path(source).is_dir():  # the SAE it used, by content (reports name it)
+        from challenge.store import sae_checksum
+
+        meta["sae"] = {"name": Path(source).name, "sha256": sae_checksum(source)}
     return write_submission(Path(out_root) / track.spec.track_id / generator.name, meta, acts)

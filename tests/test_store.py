@@ -9,7 +9,16 @@ import numpy as np
 import pytest
 
 from challenge.errors import ConfigError, TrackIntegrityError
-from challenge.store import download, publish, read_track, verify_track, write_track
+from challenge.store import (
+    SAE_MANIFEST,
+    download,
+    publish,
+    read_track,
+    sae_checksum,
+    verify_published_saes,
+    verify_track,
+    write_track,
+)
 
 CARD = "---\nlicense: apache-2.0\n---\n# test track\n"
 
@@ -200,9 +209,16 @@ def test_default_cache_location(track, tmp_path, monkeypatch):
 def test_hub_publish_calls(track, monkeypatch):
     calls: list[tuple[str, tuple, dict]] = []
 
+    uploaded: list[str] = []
+
     def rec(name):
         def f(self, *args, **kwargs):
             calls.append((name, args, kwargs))
+            if name == "upload_folder":  # a staged copy: the track's files exactly
+                root = Path(kwargs["folder_path"])
+                uploaded.extend(
+                    sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+                )
             return None
 
         return f
@@ -217,7 +233,9 @@ def test_hub_publish_calls(track, monkeypatch):
     assert "org/toy-track" in (*a, k.get("repo_id")) and k["repo_type"] == "dataset"
     a, k = byname["upload_folder"]
     assert k["repo_id"] == "org/toy-track" and k["repo_type"] == "dataset"
-    assert Path(k["folder_path"]) == track
+    assert uploaded == sorted(
+        p.relative_to(track).as_posix() for p in track.rglob("*") if p.is_file()
+    )
     a, k = byname["create_tag"]
     assert k["tag"] == "v1.0.0" and k["repo_type"] == "dataset"
 
@@ -264,3 +282,50 @@ def test_write_track_refuses_to_replace_a_non_track_directory(tmp_path):
             "card",
         )
     assert (precious / "precious.txt").read_text() == "keep me"
+
+
+def _toy_sae(root: Path, name: str = "topk-8-k2", fill: int = 1) -> Path:
+    """An SAE folder in SAELens' layout (the store only checks files, not tensors)."""
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "cfg.json").write_text(json.dumps({"d_in": 7, "d_sae": 8}))
+    (d / "sae_weights.safetensors").write_bytes(bytes([fill]) * 4096)
+    (d / "sparsity.safetensors").write_bytes(b"\0" * 64)
+    return d
+
+
+def test_saes_are_published_with_the_track_and_verified_on_download(track, tmp_path):
+    sae = _toy_sae(tmp_path / "saes")
+    before = (track / "manifest.json").read_bytes()
+    reg = tmp_path / "registry"
+    where = Path(publish(track, str(reg), saes=[sae]))
+    pub = where / "saes" / sae.name
+    assert sorted(p.name for p in pub.iterdir()) == sorted(
+        ["cfg.json", "sae_weights.safetensors", "sparsity.safetensors", SAE_MANIFEST]
+    )
+    # the track's own manifest (its checksum, which every score names) is unchanged
+    assert (where / "manifest.json").read_bytes() == before
+    got = download(str(reg), track_id="toy", version="1.0.0", cache_dir=tmp_path / "c")
+    assert verify_published_saes(got) == {sae.name: sae_checksum(sae)}
+    # publishing again with the same SAE is a no-op; another SAE of that name is refused
+    assert Path(publish(track, str(reg), saes=[sae])) == where
+    other = _toy_sae(tmp_path / "other", fill=2)
+    with pytest.raises(TrackIntegrityError, match="different SAE"):
+        publish(track, str(reg), saes=[other])
+    # a flipped byte of a published SAE is refused on download, naming the file
+    w = pub / "sae_weights.safetensors"
+    w.write_bytes(b"\2" + w.read_bytes()[1:])
+    with pytest.raises(TrackIntegrityError, match="sae_weights.safetensors.*sha256 mismatch"):
+        download(str(reg), track_id="toy", version="1.0.0", cache_dir=tmp_path / "c2")
+    assert not (tmp_path / "c2").exists()
+
+
+def test_sae_checksum_is_its_files_content(tmp_path):
+    a = _toy_sae(tmp_path / "a")
+    b = _toy_sae(tmp_path / "b")  # same files elsewhere: same checksum
+    assert sae_checksum(a) == sae_checksum(b)
+    (b / "sparsity.safetensors").write_bytes(b"\1" * 64)
+    assert sae_checksum(a) != sae_checksum(b)
+    (a / "cfg.json").unlink()
+    with pytest.raises(TrackIntegrityError, match="no cfg.json"):
+        sae_checksum(a)

@@ -40,6 +40,7 @@ COMMANDS: dict[str, Callable] = {
     "study-boundaries": studies.study_boundaries,
     "study-sae-plateaus": studies.study_sae_plateaus,
     "study-sae-collapse": studies.study_sae_collapse,
+    "atlas": studies.atlas,
     "interactions": interactions.interactions,
     "interactions-circuit": interactions.interactions_circuit,
 }

@@ -5,6 +5,7 @@ Each writes ``<out>/<study>.json`` (+ ``.npz`` arrays, + ``.png`` plot) and prin
 
 from __future__ import annotations
 
+from challenge.atlas import AtlasConfig
 from challenge.cli._common import report
 from challenge.studies.boundaries import BoundariesConfig
 from challenge.studies.layers import LayersConfig
@@ -60,3 +61,14 @@ def study_sae_collapse(cfg: SAECollapseConfig) -> None:
     from challenge.studies import sae_collapse
 
     report(sae_collapse.run(cfg))
+
+
+def atlas(cfg: AtlasConfig) -> None:
+    """The plateau atlas of a track's model: P1 (published definitions), AP (the papers'
+    protocol), P2 sharpness and the plateau radius, real vs N(mu, Sigma), at a grid of write
+    layers, with intervals; resumes from its per-layer cells (docs/atlas.md)."""
+    from challenge import atlas as A
+
+    res = A.run(cfg)
+    print(A.table(res))
+    report(res)

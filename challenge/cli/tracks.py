@@ -70,11 +70,27 @@ def tracks() -> None:
         print(f"{'':24s} {s.description}")
 
 
-def publish(track_dir: Path, dest: str, /) -> None:
-    """Publish a built track: to the hub (`hf://<org>/<repo>`) or to a local registry directory."""
-    from challenge.store import publish as _publish
+def publish(
+    track_dir: Path, dest: str, /, sae: tuple[Path, ...] = (), board_saes: bool = True
+) -> None:
+    """Publish a built track: to the hub (`hf://<org>/<repo>`) or to a local registry directory,
+    with its SAEs (SAELens layout + checksummed manifest, fetched by `plateau download`).
 
-    print(_publish(track_dir, dest))
+    Args:
+        sae: more SAE folders to publish with the track.
+        board_saes: also publish the SAEs the board's generators use (the track's default local
+            and e2e SAEs, where trained), so every machine scores with the same ones.
+    """
+    from challenge.sae.track import board_sae_dirs
+    from challenge.store import publish as _publish
+    from challenge.track import load_track
+
+    dirs = list(sae)
+    if board_saes:
+        dirs += [d for d in board_sae_dirs(load_track(track_dir)) if d not in dirs]
+    print(_publish(track_dir, dest, saes=dirs))
+    for d in dirs:
+        print(f"  with SAE {d.name}")
 
 
 def download(

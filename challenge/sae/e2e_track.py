@@ -26,10 +26,10 @@ EVAL_SPLITS = ("heldout", "context")
 
 
 def track_e2e_dir(track, cfg: E2EConfig) -> Path:
-    """Where the track's e2e SAE trained with ``cfg`` is cached."""
-    from challenge.models import cache_root
+    """The track's e2e SAE with ``cfg``: published with the track, else the local cache."""
+    from challenge.sae.track import published_sae_dir, sae_cache_dir
 
-    return cache_root() / "saes" / track.spec.track_id / f"v{track.spec.version}" / cfg.name()
+    return published_sae_dir(track, cfg.name()) or sae_cache_dir(track, cfg.name())
 
 
 def track_e2e_sae(

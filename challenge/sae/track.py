@@ -20,12 +20,45 @@ DIRECTION_KINDS = ("sae_active", "sae_inactive_alive", "sae_dead", "sae_error")
 TRACK_RELEASES = {"gpt2": "gpt2-small-res-jb", "gpt2-small": "gpt2-small-res-jb"}
 
 
-def track_sae_dir(track, cfg: SAEConfig | None = None) -> Path:
-    """Where the track's SAE trained with ``cfg`` is cached."""
+def published_sae_dir(track, name: str) -> Path | None:
+    """The SAE ``name`` published with the track (``<track>/saes/<name>/``, verified against its
+    manifest), or ``None``."""
+    from challenge.store import SAE_FOLDER, verify_sae
+
+    root = getattr(track, "sae_root", None) or (
+        Path(track.path) / SAE_FOLDER if getattr(track, "path", None) else None
+    )
+    if root is None:
+        return None
+    d = Path(root) / name
+    if not (d / WEIGHTS_FILE).exists():
+        return None
+    verify_sae(d)
+    return d
+
+
+def sae_cache_dir(track, name: str) -> Path:
+    """Where a track's SAE of this name is trained and cached on this machine."""
     from challenge.models import cache_root
 
-    cfg = cfg or SAEConfig()
-    return cache_root() / "saes" / track.spec.track_id / f"v{track.spec.version}" / cfg.name()
+    return cache_root() / "saes" / track.spec.track_id / f"v{track.spec.version}" / name
+
+
+def track_sae_dir(track, cfg: SAEConfig | None = None) -> Path:
+    """The track's SAE with ``cfg``: the one published with the track when there is one (the
+    same SAE on every machine), else the local cache (trained here when missing)."""
+    name = (cfg or SAEConfig()).name()
+    return published_sae_dir(track, name) or sae_cache_dir(track, name)
+
+
+def board_sae_dirs(track) -> list[Path]:
+    """The SAEs the board's generators use (the default local SAE and the default e2e SAE),
+    where they exist: what ``plateau publish`` ships with the track."""
+    from challenge.sae.e2e import E2EConfig
+    from challenge.sae.e2e_track import track_e2e_dir
+
+    dirs = [track_sae_dir(track), track_e2e_dir(track, E2EConfig())]
+    return [d for d in dirs if (d / WEIGHTS_FILE).exists()]
 
 
 def write_hook_name(track, n_layers: int) -> str:

@@ -48,6 +48,7 @@ RESULT_CLASSES: dict[str, str] = {
     "track_sae_result": "challenge.pipeline:TrackSAEResult",
     "track_e2e_sae_result": "challenge.sae.e2e_track:TrackE2EResult",
     "main_result": "challenge.pipeline:MainResult",
+    "atlas_result": "challenge.atlas:AtlasResult",
 }
 """Schema name (``<kind>_result``) -> ``"module:Class"``; add a result class here to get its
 schema."""

@@ -17,6 +17,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from challenge.activations import capture
 from challenge.engine import PerturbationEngine
 from challenge.errors import ConfigError
 from challenge.results import Result, TrackRef, provenance
@@ -222,3 +223,13 @@ def finish(
     if draw:
         plot(res, png)
     return res
+
+
+def resid_pre_all(
+    model, tokens: Int[Tensor, "n pos"], layers: list[int], batch: int = 128
+) -> dict[int, Float[Tensor, "n d_model"]]:
+    """Clean ``blocks.L.hook_resid_pre`` at the last position for several layers in one pass
+    per batch (for the control's covariance; no perturbation), on the CPU."""
+    names = {f"blocks.{L}.hook_resid_pre": L for L in layers}
+    acts = capture(model, tokens, list(names), positions="last", batch_size=batch, device="cpu")
+    return {L: acts[n] for n, L in names.items()}

@@ -27,11 +27,8 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from jaxtyping import Float, Int
-from torch import Tensor
 
 from challenge import metrics as M
-from challenge.activations import capture
 from challenge.directions import ActivationStats, cov_random_mixture
 from challenge.engine import EngineConfig, PerturbationEngine
 from challenge.errors import ConfigError
@@ -39,7 +36,15 @@ from challenge.paths import linear_path
 from challenge.results import Result
 from challenge.rng import seed_for
 from challenge.schemas import JSON_CONFIG
-from challenge.studies._common import StudyEnv, finish, load_env, require, same_length, trace
+from challenge.studies._common import (
+    StudyEnv,
+    finish,
+    load_env,
+    require,
+    resid_pre_all,
+    same_length,
+    trace,
+)
 
 NAME = "layers"
 
@@ -155,16 +160,6 @@ def crossings(curves, steep_factor: float) -> dict[str, np.ndarray]:
         "steep": runs,
         "crossings": (flip | steep).sum(1),
     }
-
-
-def resid_pre_all(
-    model, tokens: Int[Tensor, "n pos"], layers: list[int], batch: int = 128
-) -> dict[int, Float[Tensor, "n d_model"]]:
-    """Clean ``blocks.L.hook_resid_pre`` at the last position for several layers in one pass
-    per batch (for the control's covariance; no perturbation), on the CPU."""
-    names = {f"blocks.{L}.hook_resid_pre": L for L in layers}
-    acts = capture(model, tokens, list(names), positions="last", batch_size=batch, device="cpu")
-    return {L: acts[n] for n, L in names.items()}
 
 
 def run(cfg: LayersConfig, env: StudyEnv | None = None) -> LayersResult:

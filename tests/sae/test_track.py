@@ -87,3 +87,32 @@ def test_direction_sets_use_run_p3_bases(trained, tiny_track):
     no_dead.load_state_dict(trained[0].state_dict())
     no_dead.log_sparsity.clamp_(min=-5.0)
     assert "sae_dead" not in sae_direction_sets(no_dead, track, n_base=5, seed=0)
+
+
+def test_an_sae_published_with_the_track_is_used_on_another_machine(
+    tiny_track_dir, trained, smollm, tmp_path, monkeypatch
+):
+    """Publish the tiny track with a trained SAE, download it into a fresh cache ("another
+    machine"): the track's SAE is the published one, bit for bit, with no training; a generator
+    that used it names its checksum in submission.json."""
+    import baselines.generators as G
+    from challenge.sae.io import save_sae
+    from challenge.store import download, publish, sae_checksum
+    from challenge.submission import generate, read_submission
+    from challenge.track import load_track
+
+    sae, _ = trained
+    src = save_sae(
+        sae, tmp_path / "made" / SAEConfig().name(), {"hook_name": "blocks.1.hook_resid_pre"}
+    )
+    publish(tiny_track_dir, str(tmp_path / "reg"), saes=[src])
+    monkeypatch.setenv("PLATEAU_CACHE", str(tmp_path / "elsewhere"))
+    got = download(str(tmp_path / "reg"), track_id="smollm2-135m-l1-tiny", version="1.0.0")
+    track = load_track(got)
+    assert track_sae_dir(track) == got / "saes" / src.name
+    monkeypatch.setattr("challenge.sae.track.train_sae", lambda *a, **k: pytest.fail("trained"))
+    loaded = track_sae(track, train=False)
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in sae.state_dict().items())
+    folder = generate(G.SAEReconstruction(), track, smollm, n=8, out_root=tmp_path / "subs")
+    meta, _ = read_submission(folder)
+    assert meta["sae"] == {"name": src.name, "sha256": sae_checksum(src)}
