@@ -38,9 +38,10 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 from jaxtyping import Float
 from torch import Tensor
+
+from challenge.neighbours import nearest
 
 Q_LOW = 0.01
 """Quantile of the real nearest-neighbour distances below which a row counts as close."""
@@ -62,17 +63,10 @@ SHOW_ROWS = 8
 def nearest_distances(
     x: Float[Tensor, "n d"], ref: Float[Tensor, "m d"], *, exclude_self: bool = False
 ) -> Float[Tensor, " n"]:
-    """Distance of each row of ``x`` to its nearest row of ``ref`` (float64 arithmetic); with
-    ``exclude_self`` (``x`` is ``ref``), to the nearest *other* row."""
-    ref = ref.double()
-    out = []
-    for i in range(0, len(x), 512):
-        d = torch.cdist(x[i : i + 512].double(), ref)
-        if exclude_self:
-            rows = torch.arange(d.shape[0])
-            d[rows, rows + i] = math.inf
-        out.append(d.min(dim=1).values)
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+    """Distance of each row of ``x`` to its nearest row of ``ref`` (float64,
+    ``challenge.neighbours.nearest``); with ``exclude_self`` (``x`` is ``ref``), to the nearest
+    *other* row."""
+    return nearest(x, ref, exclude_self=exclude_self)[0]
 
 
 @dataclass

@@ -35,6 +35,7 @@ from torch import Tensor
 from challenge import checks
 from challenge import metrics as M
 from challenge.engine import PerturbationEngine
+from challenge.neighbours import nearest
 from challenge.paths import linear_path
 from challenge.schemas import JSON_CONFIG
 
@@ -178,18 +179,6 @@ def path_features(
     return {"sharpness_kl": M.sharpness(c.kl), "sharpness_l2": M.sharpness(c.l2)}
 
 
-def nearest_rows(
-    x: Float[Tensor, "n d"], ref: Float[Tensor, "m d"], chunk: int = 1024
-) -> Int[Tensor, " n"]:
-    """Index of each row's nearest row of ``ref`` (Euclidean)."""
-    out = []
-    r2 = (ref.double() ** 2).sum(-1)
-    for i in range(0, len(x), chunk):
-        xi = x[i : i + chunk].double()
-        out.append(((xi**2).sum(-1, keepdim=True) - 2 * xi @ ref.double().T + r2).argmin(-1))
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.int64)
-
-
 @dataclass
 class Slots:
     """What every scored point ``i`` shares across entries (the paired design): its context
@@ -249,7 +238,7 @@ def run_probes(
         f = path_features(engine, tok, points, slots.context_acts[:n], cfg.p1_steps, "p1")
         out |= {f"p1.{k}": v.astype(np.float64) for k, v in f.items()}
     if "p2" in cfg.probes:
-        near = public[nearest_rows(points, public)]
+        near = public[nearest(points, public)[1]]
         f = path_features(engine, tok, points, near, cfg.p2_steps, "p2")
         out |= {f"p2.{k}": v for k, v in f.items()}
     return out
