@@ -154,8 +154,13 @@ def bench_torch_distributed(args) -> dict:
 # ------------------------------------------------------------------ Ray
 def bench_ray(args, lm, track) -> tuple[dict, object]:
     from challenge import distributed as D
+    from challenge.distributed_engine import distribute
 
-    cfg = D.DistributedConfig(workers=args.workers, cpus_per_worker=args.cpus_per_worker)
+    cfg = D.DistributedConfig(
+        workers=args.workers,
+        cpus_per_worker=args.cpus_per_worker,
+        gpus_per_worker=args.gpus_per_worker,
+    )
     t0 = time.perf_counter()
     pool = D._pool(cfg)  # ray.init + actors created (asynchronously)
     t_init = time.perf_counter()
@@ -166,7 +171,7 @@ def bench_ray(args, lm, track) -> tuple[dict, object]:
     assert len(set(pids)) == len(pool.actors)
     tok, paths = tiny_batch(track)
     local = track.engine(lm, progress=False)
-    remote = D.distribute(track.engine(lm, progress=False), lm.spec, cfg)
+    remote = distribute(track.engine(lm, progress=False), lm.spec, cfg)
     local.curves(tok, paths)
     remote.curves(tok, paths)  # warm-up
     t_local, t_remote, t_empty = [], [], []
@@ -252,6 +257,9 @@ def main() -> None:
     ap.add_argument("--track", default="smollm2-135m-l1")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--cpus-per-worker", type=int, default=1)
+    ap.add_argument(
+        "--gpus-per-worker", type=float, default=None, help="default: 1 on a GPU machine"
+    )
     ap.add_argument("--points", type=int, default=288, help="slots of the timed score")
     ap.add_argument("--tiny", type=int, default=20, help="repeats of the per-batch figures")
     ap.add_argument("--also-threads", type=int, default=0, help="also time one process, N threads")
@@ -302,9 +310,14 @@ def main() -> None:
     cfg = ScoreConfig(n_points=args.points)
     pts = track.acts("heldout")[oracle_rows(track)]
     cm = res["cost_model"] = cost_model(lm, track, cfg, args.points)
+    c0 = time.process_time()
     t1, single = timed_score(track, lm, pts, cfg, args.cpus_per_worker)
+    cpu1 = time.process_time() - c0
     D.STATS.update(computed=0, resumed=0)
+    w0, c0 = D.workers_info(dcfg), time.process_time()
     tw, dist_rep = timed_score(track, lm, pts, cfg, args.cpus_per_worker, dcfg)
+    cpu_driver = time.process_time() - c0
+    cpu_w = [b["cpu_s"] - a["cpu_s"] for a, b in zip(w0, D.workers_info(dcfg), strict=True)]
     res["score"] = sc = {
         "points": args.points,
         "single_s": t1,
@@ -315,6 +328,12 @@ def main() -> None:
         "identical": same_report(single, dist_rep),
         "single_gflops": cm["flops"] / t1 / 1e9,
         "per_worker_gflops": cm["flops"] / tw / 1e9 / args.workers,
+        # CPU seconds: what the machine's other load does not change (much)
+        "single_cpu_s": cpu1,
+        "workers_cpu_s": cpu_w,
+        "driver_cpu_s": cpu_driver,
+        "single_gflops_per_cpu_s": cm["flops"] / cpu1 / 1e9,
+        "idle_speedup_bound": cpu1 / (max(cpu_w) + cpu_driver),
     }
     print(
         f"score, {args.points} points ({cm['tail_rows']} tail rows, {cm['flops'] / 1e12:.1f} TFLOP):"
@@ -322,6 +341,11 @@ def main() -> None:
         f"{tw:.1f} s ({sc['per_worker_gflops']:.0f} GFLOP/s each, {sc['chunks']} chunks): "
         f"{sc['speedup']:.2f}x ({sc['speedup_with_startup']:.2f}x counting start-up); "
         f"identical: {sc['identical']}"
+    )
+    print(
+        f"CPU seconds: one process {cpu1:.1f} ({sc['single_gflops_per_cpu_s']:.0f} GFLOP per "
+        f"CPU-second); workers {', '.join(f'{c:.1f}' for c in cpu_w)}, driver {cpu_driver:.1f}: "
+        f"on an idle machine the workers would finish {sc['idle_speedup_bound']:.2f}x faster"
     )
     if args.also_threads:
         tn, rep_n = timed_score(track, lm, pts, cfg, args.also_threads)

@@ -1,32 +1,22 @@
 """Scale-out on Ray: independent work items mapped over worker processes, one model each.
 
-Two entry points share one executor:
-
-- :func:`map_items` maps a picklable function over a list of independent items (atlas cells,
-  shards of anything) on the workers and returns the results in item order. A work function gets
-  the worker's model from :func:`worker_model` (loaded once per process, on its GPU when it has
-  one).
-- :func:`distribute` turns a :class:`~challenge.engine.PerturbationEngine` into one whose
-  ``curves`` sends each forward chunk (``max_rows // steps`` curves, the chunks the engine cuts
-  anyway) to a worker. Every protocol, scorer probe and study runs unchanged on it, and the
-  numbers are those of the single-process run bit for bit: a worker computes exactly the forward
-  the single process would (same rows in the same batch, same prefix), while the driver keeps
-  every decision between calls (bisection rounds, AP stopping) and draws nothing random.
-  Bit equality needs the same device kind and the same intra-op threads per process as the
-  single-process run (``cpus_per_worker``): a multi-threaded CPU reduction reorders the sum of
-  H(p_0) over the vocabulary (measured: 1.7e-5 on CE between 1 and 2 threads; L2 and KL were
-  identical).
+:func:`map_items` maps a picklable function over a list of independent items (atlas cells, the
+perturbation engine's chunks: ``challenge.distributed_engine``) on the workers of a
+:class:`DistributedConfig` and returns the results in item order. A work function gets the
+worker's model from :func:`worker_model` (loaded once per process, on its GPU when it has one).
 
 Fault tolerance: a worker that dies is restarted and its pending items retried
 (``max_retries``). Inside :func:`resumable` every finished item is also written to disk (temp
 file + rename) under a run directory keyed by the run's inputs, and a rerun of the same inputs
 reads written items back instead of computing them; the directory is removed when the outermost
-run completes. Items are keyed by their content, so the rounds of a bisection replayed by a
-rerun find their chunks again.
+run completes. Items are keyed by their content, so a rerun that replays the same decisions
+(the rounds of a bisection) finds them again.
 
 With ``workers == 0`` and no ``address`` (the default) nothing changes: everything runs in this
 process, as without the option. Ray is an optional dependency (``pip install
-'plateau-challenge[distributed]'``); docs/scaling.md has the cluster recipe and cost model,
+'plateau-challenge[distributed]'``), imported only when work leaves the process. This module
+imports neither torch nor the model libraries at import time, so that a worker restarts quickly
+for work that does not need them. docs/scaling.md has the cluster recipe and cost model,
 docs/decisions.md why Ray rather than ``torch.distributed``.
 """
 
@@ -39,24 +29,20 @@ import logging
 import os
 import pickle
 import shutil
+import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-import torch
-from jaxtyping import Float, Int
-from torch import Tensor
 from tqdm.auto import tqdm
 
 import challenge
 from challenge import checks
-from challenge.engine import Curves, EngineConfig, PerturbationEngine
 from challenge.errors import ConfigError
-from challenge.models import LoadedModel, ModelSpec, cache_root, default_device, load_model
-from challenge.results import to_jsonable
 
 log = logging.getLogger("distributed")
 T = TypeVar("T")
@@ -111,30 +97,36 @@ class DistributedConfig:
 
 # ---------------------------------------------------------------------------- worker side
 _IN_WORKER = False
-_MODELS: dict[str, LoadedModel] = {}
-_ENGINES: dict[str, PerturbationEngine] = {}
+_MODELS: dict[str, Any] = {}
+"""This process's models, by spec (``worker_model``)."""
 
 
-def _spec_key(spec: ModelSpec) -> str:
+def _spec_key(spec: Any) -> str:
     return json.dumps(asdict(spec), sort_keys=True)
 
 
-def worker_model(spec: ModelSpec) -> LoadedModel:
-    """The model of ``spec`` in this process: loaded on first use (on the GPU when there is
-    one), then reused by every item this process computes."""
+def worker_model(spec: Any) -> Any:
+    """The ``LoadedModel`` of ``spec`` (a ``ModelSpec``) in this process: loaded on first use (on the GPU when there is
+    one), then reused by every item this process computes. The first load on a machine runs
+    alone (a file lock in the model cache), so that workers starting together on a fresh
+    machine do not all fill its cache at once; later loads run in parallel."""
+    from challenge.models import cache_root, default_device, load_model
+
     key = _spec_key(spec)
     if key not in _MODELS:
-        _MODELS[key] = load_model(spec, device=default_device())
+        root = cache_root() / "models"
+        ready = root / f".ready-{digest(spec)[:16]}"
+        if ready.exists():
+            _MODELS[key] = load_model(spec, device=default_device())
+        else:
+            import fcntl
+
+            root.mkdir(parents=True, exist_ok=True)
+            with open(root / ".lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                _MODELS[key] = load_model(spec, device=default_device())
+                ready.touch()
     return _MODELS[key]
-
-
-def worker_engine(spec: ModelSpec, cfg: EngineConfig) -> PerturbationEngine:
-    """A perturbation engine over :func:`worker_model`, one per engine config and process (its
-    prefix cache then serves every chunk of the same contexts)."""
-    key = _spec_key(spec) + json.dumps(asdict(cfg), sort_keys=True)
-    if key not in _ENGINES:
-        _ENGINES[key] = PerturbationEngine(worker_model(spec).model, cfg)
-    return _ENGINES[key]
 
 
 class _Worker:
@@ -143,13 +135,28 @@ class _Worker:
     def __init__(self, threads: int):
         global _IN_WORKER
         _IN_WORKER = True  # work functions that map again run in here, not on the cluster
-        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # for torch imported later, by the work
+        self.threads = threads
+
+    def _torch(self):
+        import torch
+
+        torch.set_num_threads(self.threads)
+        return torch
 
     def run(self, fn: Callable[[Any], Any], item: Any) -> Any:
+        if "torch" in sys.modules:  # work that brought torch in runs with our threads
+            self._torch()
         return fn(item)
 
     def info(self) -> dict[str, Any]:
-        return {"pid": os.getpid(), "device": default_device(), "threads": torch.get_num_threads()}
+        torch = self._torch()
+        return {
+            "pid": os.getpid(),
+            "device": "cuda" if torch.cuda.is_available() else "cpu",
+            "threads": torch.get_num_threads(),
+            "cpu_s": time.process_time(),
+        }
 
 
 # ---------------------------------------------------------------------------- the executor
@@ -193,6 +200,13 @@ class _Pool:
                 if gpus
                 else int(res.get("CPU", 1) // cfg.cpus_per_worker)
             )
+        for name, per in (("GPU", gpus), ("CPU", cfg.cpus_per_worker)):
+            if n * per > res.get(name, 0) + 1e-9:  # Ray would wait for them forever
+                raise ConfigError(
+                    f"{n} workers x {per:g} {name}s exceed the cluster's {res.get(name, 0):g}; "
+                    "ask for fewer workers, or a fraction of a GPU each (--gpus-per-worker 0.5)",
+                    field="workers",
+                )
         actor = ray.remote(_Worker).options(
             num_cpus=cfg.cpus_per_worker,
             num_gpus=gpus,
@@ -240,14 +254,14 @@ def _pool(cfg: DistributedConfig) -> _Pool:
 
 
 def workers_info(cfg: DistributedConfig) -> list[dict[str, Any]]:
-    """``pid``, ``device`` and torch ``threads`` of each worker of ``cfg`` (starting them)."""
+    """``pid``, ``device``, torch ``threads`` and CPU seconds used so far (``cpu_s``) of each
+    worker of ``cfg`` (starting them)."""
     return _pool(cfg).info()
 
 
 def shutdown() -> None:
     """Stop the workers, and the local Ray cluster when this process started one."""
     _POOLS.clear()
-    _ENGINES.clear()
     try:
         import ray
     except ImportError:
@@ -285,10 +299,14 @@ STATS = {"computed": 0, "resumed": 0}
 
 def digest(*parts: Any) -> str:
     """sha256 (hex) of JSON-able parts (dataclasses, arrays and tensors included)."""
+    from challenge.results import to_jsonable
+
     h = hashlib.sha256()
     for p in parts:
-        if isinstance(p, (np.ndarray, Tensor)):
-            a = np.ascontiguousarray(p.cpu().numpy() if isinstance(p, Tensor) else p)
+        if hasattr(p, "numpy") and hasattr(p, "cpu"):  # a torch tensor
+            p = p.cpu().numpy()
+        if isinstance(p, np.ndarray):
+            a = np.ascontiguousarray(p)
             h.update(f"{a.dtype}{a.shape}".encode() + a.tobytes())
         else:
             h.update(json.dumps(to_jsonable(p), sort_keys=True, default=str).encode())
@@ -306,6 +324,8 @@ def resumable(cfg: DistributedConfig | None, *inputs: Any) -> Iterator[Path | No
     if cfg is None or not cfg.enabled or outer is not None:
         yield outer.path if outer is not None else None
         return
+    from challenge.models import cache_root
+
     root = cfg.run_dir if cfg.run_dir is not None else cache_root() / "runs"
     store = _Store(Path(root) / digest(challenge.__version__, *inputs)[:20])
     token = _STORE.set(store)
@@ -321,7 +341,8 @@ def resumable(cfg: DistributedConfig | None, *inputs: Any) -> Iterator[Path | No
         _STORE.reset(token)
 
 
-def _dumps(x: Any) -> bytes:
+def pickled(x: Any) -> bytes:
+    """``x`` pickled as Ray sends it (cloudpickle: closures and lambdas too)."""
     try:
         from ray import cloudpickle
     except ImportError:  # pragma: no cover - a store exists only on the Ray path
@@ -331,7 +352,7 @@ def _dumps(x: Any) -> bytes:
 
 def item_key(fn: Callable, item: Any) -> str:
     """The default key of an item: sha256 of the pickled function reference and item."""
-    return hashlib.sha256(_dumps((fn, item))).hexdigest()
+    return hashlib.sha256(pickled((fn, item))).hexdigest()
 
 
 # ---------------------------------------------------------------------------- the API
@@ -394,108 +415,3 @@ def map_items(
     finally:
         bar.close()
     return out
-
-
-# ---------------------------------------------------------------------------- the engine
-@dataclass
-class CurvesChunk:
-    """One forward chunk of :meth:`PerturbationEngine.curves`, as sent to a worker."""
-
-    model: ModelSpec
-    engine: EngineConfig
-    tokens: Int[np.ndarray, "batch pos"]
-    paths: Float[np.ndarray, "batch step d_model"]
-    options: dict[str, Any] = field(default_factory=dict)
-    """``curves`` keywords: return_read, capture_mlp_pre, keep_mlp_pre, reduce, max_rows, js."""
-
-
-def curves_chunk(chunk: CurvesChunk) -> Curves:
-    """A chunk's curves on this process's engine (one forward: the chunk holds at most
-    ``max_rows // steps`` curves)."""
-    eng = worker_engine(chunk.model, chunk.engine)
-    return eng.curves(
-        torch.from_numpy(chunk.tokens), torch.from_numpy(chunk.paths), **chunk.options
-    )
-
-
-def chunk_key(chunk: CurvesChunk) -> str:
-    """A chunk's identity: model, engine config, inputs, options and library versions."""
-    reduce = chunk.options.get("reduce")
-    opts = {k: v for k, v in chunk.options.items() if k != "reduce"}
-    return digest(
-        chunk.model,
-        {k: v for k, v in asdict(chunk.engine).items() if k != "progress"},
-        opts,
-        hashlib.sha256(_dumps(reduce)).hexdigest() if reduce is not None else None,
-        torch.__version__,
-        chunk.tokens,
-        chunk.paths,
-    )
-
-
-class DistributedEngine(PerturbationEngine):
-    """A :class:`PerturbationEngine` whose :meth:`curves` runs chunk by chunk on the workers
-    (everything else runs here, on the local engine's model)."""
-
-    chunk_fn: Callable[[CurvesChunk], Curves] = staticmethod(curves_chunk)
-    """What a worker runs per chunk (tests wrap it to kill a worker)."""
-
-    def __init__(self, engine: PerturbationEngine, model: ModelSpec, cfg: DistributedConfig):
-        self.__dict__.update(engine.__dict__)  # the same model, tail runner and prefix cache
-        self.spec, self.dist = model, cfg
-
-    def curves(
-        self,
-        tokens: Int[Tensor, "batch pos"],
-        paths: Float[Tensor, "batch step d_model"],
-        *,
-        return_read: bool = False,
-        capture_mlp_pre: bool = False,
-        keep_mlp_pre: bool = True,
-        reduce: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None,
-        max_rows: int | None = None,
-        desc: str = "curves",
-        js: bool = True,
-    ) -> Curves:
-        """:meth:`PerturbationEngine.curves`, each chunk of ``max_rows // steps`` curves computed
-        by a worker (``reduce`` must be picklable)."""
-        tokens = torch.as_tensor(tokens)
-        paths = torch.as_tensor(paths, dtype=torch.float32)
-        B, S, _ = paths.shape
-        if tokens.shape[0] != B:
-            raise ConfigError(f"{tokens.shape[0]} contexts for {B} paths", field="tokens")
-        rows = max_rows or self.cfg.max_rows
-        per = max(1, rows // S)
-        opts = dict(
-            return_read=return_read,
-            capture_mlp_pre=capture_mlp_pre,
-            keep_mlp_pre=keep_mlp_pre,
-            reduce=reduce,
-            max_rows=rows,
-            js=js,
-        )
-        engine_cfg = EngineConfig(**{**asdict(self.cfg), "progress": False})
-        chunks = [
-            CurvesChunk(
-                self.spec,
-                engine_cfg,
-                tokens[i : i + per].cpu().numpy(),
-                paths[i : i + per].cpu().numpy(),
-                opts,
-            )
-            for i in range(0, B, per)
-        ]
-        bar = desc if self.cfg.progress and len(chunks) > 1 else None
-        curves = Curves.cat(map_items(self.chunk_fn, chunks, self.dist, key=chunk_key, desc=bar))
-        curves.meta = self.describe()
-        return curves
-
-
-def distribute(
-    engine: PerturbationEngine, model: ModelSpec, cfg: DistributedConfig | None
-) -> PerturbationEngine:
-    """``engine`` with its curves computed on the workers of ``cfg`` (whose processes load
-    ``model``), or ``engine`` itself when ``cfg`` runs in this process."""
-    if cfg is None or not cfg.enabled:
-        return engine
-    return DistributedEngine(engine, model, cfg)

@@ -87,7 +87,7 @@ def record(
     nothing. The name is checked (``NAME_PATTERN``) before it becomes a path. The copy check is
     skipped only for the organiser's reference lines (``access`` category ``reference``: the
     held-out oracle is real rows), which are never ranked. ``distributed``: where the probes run
-    (``challenge.distributed``; the same record)."""
+    (``challenge.distributed_engine``; the same record)."""
     from contextlib import nullcontext
 
     from challenge.validate import copy_check_skipped, validate_submission
@@ -147,9 +147,10 @@ def run_main(
     track's SAE is prepared first when one declares ``sae``), and its record's board section
     follows from that declaration; the job replaces its own earlier records.
 
-    ``distributed``: every entry's probes run on those workers (``challenge.distributed``; the
-    same records); an interrupted job rerun with the same config reads back the engine chunks
-    it had finished, for every entry, until the whole job completes."""
+    ``distributed``: every entry's probes run on those workers
+    (``challenge.distributed_engine``; the same records); an interrupted job rerun with the same
+    config reads back the engine chunks it had finished, for every entry, until the whole job
+    completes."""
     from challenge.models import load_model
 
     cfg = cfg or MainConfig()

@@ -37,7 +37,8 @@ from challenge.directions import (
     isotropic,
     real_mixture,
 )
-from challenge.distributed import DistributedConfig, distribute, resumable
+from challenge.distributed import DistributedConfig, resumable
+from challenge.distributed_engine import distribute
 from challenge.engine import Curves, PerturbationEngine
 from challenge.errors import ConfigError
 from challenge.metrics import Summary
@@ -607,8 +608,8 @@ def run_protocol(
     directory) with ``lm`` (a ``LoadedModel``) and write ``<out>/<name>.json`` + ``.npz`` +
     ``.png`` (``name`` defaults to :func:`default_name`). ``sae`` (P3 only: an SAE or its
     directory) adds the SAE direction sets of ``challenge.sae.sae_direction_sets``.
-    ``distributed``: the engine's chunks run on those workers (``challenge.distributed``; the
-    same result, bit for bit), resumable after an interruption."""
+    ``distributed``: the engine's chunks run on those workers (``challenge.distributed_engine``;
+    the same result, bit for bit), resumable after an interruption."""
     from challenge.protocol_plots import plot_protocol
     from challenge.scorer import track_checksum
     from challenge.track import resolve_track

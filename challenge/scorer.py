@@ -42,7 +42,8 @@ import challenge
 from challenge import checks, rng
 from challenge import metrics as M
 from challenge.directions import ActivationStats, gaussian_like
-from challenge.distributed import DistributedConfig, distribute, resumable
+from challenge.distributed import DistributedConfig, resumable
+from challenge.distributed_engine import distribute
 from challenge.errors import ConfigError
 from challenge.metrics import Summary
 from challenge.models import LoadedModel, cache_root
@@ -461,8 +462,9 @@ def score_points(
 ) -> ScoreReport:
     """Score report (with its arrays) for a set of candidate activations (``progress``: a bar
     per engine call on stderr). Every row is scored unless ``cfg.n_points`` asks for fewer.
-    ``distributed``: the probes' engine chunks run on those workers (``challenge.distributed``;
-    the same report, bit for bit), resumable after an interruption."""
+    ``distributed``: the probes' engine chunks run on those workers
+    (``challenge.distributed_engine``; the same report, bit for bit), resumable after an
+    interruption."""
     n_max = min(len(points), n_slots(track))
     n = n_max if cfg.n_points is None else min(cfg.n_points, n_max)
     if n < 2 * cfg.classifier.n_folds:

@@ -1,8 +1,8 @@
-"""Scale-out on Ray with 2 local workers (1 thread each): a small score gives the single-process
-report bit for bit, also when a worker dies mid-run (restarted, its chunk retried); an
-interrupted run resumes from the items it wrote. The single-process side runs with 1 torch
-thread, as each worker does (a multi-threaded reduction may change the last bit of H(p_0):
-``challenge.distributed``)."""
+"""Scale-out on Ray with 2 local workers (1 thread each): a small score and a protocol give the
+single-process results bit for bit; an interrupted score resumes from the chunks it wrote; a
+worker that dies mid-run is restarted and its items retried. The single-process side runs with
+1 torch thread, as each worker does (a multi-threaded reduction may change the last bit of
+H(p_0): ``challenge.distributed_engine``)."""
 
 import importlib.util
 import os
@@ -17,9 +17,11 @@ import torch
 
 from challenge import distributed as D
 from challenge import scorer
-from challenge.distributed import DistributedConfig, curves_chunk, map_items, resumable
+from challenge.distributed import DistributedConfig, map_items, resumable
+from challenge.distributed_engine import DistributedEngine, curves_chunk, distribute
 from challenge.errors import ConfigError
 from challenge.probes import ProbeConfig
+from challenge.protocols import P2Config, run_protocol
 from challenge.results import to_jsonable
 from challenge.scorer import ClassifierConfig, ScoreConfig, oracle_rows, score_points
 from challenge.track import Track
@@ -59,10 +61,11 @@ def _square_and_pid(x: int) -> tuple[int, int]:
 
 def _exit_once(marker: Path, fn, item):
     """``fn(item)``, but the first call anywhere kills its worker process instead."""
-    if not marker.exists():
-        marker.touch()
-        os._exit(1)
-    return fn(item)
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL))  # one caller only creates it
+    except FileExistsError:
+        return fn(item)
+    os._exit(1)
 
 
 def _count_and_fail(calls: Path, fail: Path, x: int) -> int:
@@ -158,7 +161,7 @@ def test_config_checks_and_the_in_process_default(smollm, tiny_track):
         "keep_batches": False,
     }
     eng = tiny_track.engine(smollm, progress=False)
-    assert D.distribute(eng, smollm.spec, DistributedConfig()) is eng  # the single process
+    assert distribute(eng, smollm.spec, DistributedConfig()) is eng  # the single process
     assert map_items(_square_and_pid, [1, 2, 3])[2] == (9, os.getpid())
     with resumable(DistributedConfig(), "x") as path:
         assert path is None  # nothing is written in process
@@ -195,11 +198,11 @@ def test_an_interrupted_score_resumes_from_its_written_chunks(
     count = tmp_path / "count"
     count.mkdir()
     stop = staticmethod(partial(_fail_after, count, 3, curves_chunk))
-    monkeypatch.setattr(D.DistributedEngine, "chunk_fn", stop)
+    monkeypatch.setattr(DistributedEngine, "chunk_fn", stop)
     with pytest.raises(RuntimeError, match="interrupted"):
         score_points(tiny_track, smollm, points, CFG, progress=False, distributed=dist)
     assert len(list(dist.run_dir.glob("*/*.pkl"))) == 3  # bisection round 1 and 1 chunk of 2
-    monkeypatch.setattr(D.DistributedEngine, "chunk_fn", staticmethod(curves_chunk))
+    monkeypatch.setattr(DistributedEngine, "chunk_fn", staticmethod(curves_chunk))
     before = dict(D.STATS)
     again = score_points(tiny_track, smollm, points, CFG, progress=False, distributed=dist)
     assert D.STATS["resumed"] - before["resumed"] == 3
@@ -209,16 +212,32 @@ def test_an_interrupted_score_resumes_from_its_written_chunks(
 
 
 @needs_ray
-def test_a_small_score_on_two_workers_is_the_single_process_score_even_if_one_dies(
-    dist, smollm, tiny_track, points, single, small, monkeypatch, tmp_path
+def test_a_protocol_on_two_workers_is_the_single_process_one(
+    dist, smollm, tiny_track, small, tmp_path
 ):
-    """The first chunk kills its worker; Ray restarts it (it loads its model again, so this
-    test runs last) and retries its chunks: the report is the single-process one."""
-    died = tmp_path / "died"
-    monkeypatch.setattr(
-        D.DistributedEngine, "chunk_fn", staticmethod(partial(_exit_once, died, curves_chunk))
-    )
+    cfg = P2Config(n_pairs=6, n_steps=6)  # 2 calls of 6 curves in chunks of 3
+    with one_thread():
+        single = run_protocol(tiny_track, smollm, cfg, out=tmp_path / "single")
+    two = run_protocol(tiny_track, smollm, cfg, out=tmp_path / "two", distributed=dist)
+    assert_same_report(two, single)  # every curve (L2, KL, JS, CE, top-1) and feature
+
+
+@needs_ray
+def test_a_small_score_on_two_workers_is_the_single_process_score(
+    dist, smollm, tiny_track, points, single, small
+):
     before = D.STATS["computed"]
     two = score_points(tiny_track, smollm, points, CFG, progress=False, distributed=dist)
-    assert died.exists() and D.STATS["computed"] - before == CHUNKS
+    assert D.STATS["computed"] - before == CHUNKS  # every chunk computed by a worker
     assert_same_report(two, single)
+
+
+@needs_ray
+def test_a_worker_killed_mid_run_is_restarted_and_its_items_retried(dist, tmp_path):
+    """A worker dies on its first item; Ray restarts it and runs its items again (this test runs
+    last: the restarted worker starts cold). The engine's chunks are items like these."""
+    died = tmp_path / "died"
+    out = map_items(partial(_exit_once, died, _square_and_pid), list(range(6)), dist)
+    assert died.exists()
+    assert [v for v, _ in out] == [x * x for x in range(6)]
+    assert len({p for _, p in out}) == 2  # the restarted worker took its items back
