@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from challenge.access import entry_access, generator_access
+from challenge.distributed import DistributedConfig, resumable
 from challenge.errors import ChallengeError, ConfigError, SubmissionError
 from challenge.leaderboard import ROOT, render
 from challenge.results import Result, TrackRef, provenance
 from challenge.sae import SAEConfig
-from challenge.scorer import ScoreConfig, ScoreReport, score_submission
+from challenge.scorer import ScoreConfig, ScoreReport, score_submission, track_checksum
 from challenge.submission import Generator, check_name, generate
 
 log = logging.getLogger("main")
@@ -77,6 +78,7 @@ def record(
     *,
     access: dict[str, Any] | None = None,
     replace: bool = False,
+    distributed: DistributedConfig | None = None,
 ) -> ScoreReport:
     """Validate + score ``folder`` and write its record ``<board>/<track id>/<name>.json`` (+
     ``.npz``, ``.png``), with ``access`` (``challenge.access.entry_access``: what the organiser
@@ -84,7 +86,8 @@ def record(
     on the board is refused unless ``replace``; an invalid submission raises and records
     nothing. The name is checked (``NAME_PATTERN``) before it becomes a path. The copy check is
     skipped only for the organiser's reference lines (``access`` category ``reference``: the
-    held-out oracle is real rows), which are never ranked."""
+    held-out oracle is real rows), which are never ranked. ``distributed``: where the probes run
+    (``challenge.distributed_engine``; the same record)."""
     from contextlib import nullcontext
 
     from challenge.validate import copy_check_skipped, validate_submission
@@ -106,7 +109,7 @@ def record(
             field="name",
         )
     with scope():
-        rep = score_submission(folder, track, lm, cfg, out=out)
+        rep = score_submission(folder, track, lm, cfg, out=out, distributed=distributed)
     rep.submission = {**rep.submission, "access": access or entry_access("unverified", "none", [])}
     rep.save(out, name)
     return rep
@@ -120,10 +123,11 @@ def submit(
     board: Path = ROOT,
     *,
     replace: bool = False,
+    distributed: DistributedConfig | None = None,
 ) -> ScoreReport:
     """:func:`record` an activation-only submission (listed as unverified) and re-render the
     leaderboard."""
-    rep = record(folder, track, lm, cfg, board, replace=replace)
+    rep = record(folder, track, lm, cfg, board, replace=replace, distributed=distributed)
     render(track.spec.track_id, board)
     return rep
 
@@ -134,13 +138,19 @@ def run_main(
     cfg: MainConfig | None = None,
     *,
     lm: Any = None,
+    distributed: DistributedConfig | None = None,
 ) -> MainResult:
     """Generate and submit every generator of ``generators`` (or ``cfg.only``) on ``track``, in
     that order, then render ``<board>/<track id>/``. A refused submission is logged and skipped.
 
     Each generator runs with only the access it declares (``challenge.access.guarded``; the
     track's SAE is prepared first when one declares ``sae``), and its record's board section
-    follows from that declaration; the job replaces its own earlier records."""
+    follows from that declaration; the job replaces its own earlier records.
+
+    ``distributed``: every entry's probes run on those workers
+    (``challenge.distributed_engine``; the same records); an interrupted job rerun with the same
+    config reads back the engine chunks it had finished, for every entry, until the whole job
+    completes."""
     from challenge.models import load_model
 
     cfg = cfg or MainConfig()
@@ -158,32 +168,34 @@ def run_main(
 
         track_sae(track, lm=lm)  # the organiser's SAE, ready-made for the generators
     entries: dict[str, MainEntry] = {}
-    for name in names:
-        t1 = time.perf_counter()
-        try:  # the board is rendered once, after every entry is scored: until then it may
-            # mix records of this run with older ones, which it refuses to rank together
-            gen = made[name]
-            path = generate(gen, track, lm, seed=cfg.generate_seed, out_root=cfg.submissions)
-            head = record(
-                path,
-                track,
-                lm,
-                cfg.score,
-                cfg.board,
-                access=generator_access(gen),
-                replace=True,
-            ).headline
-            entry = MainEntry(score=head.score, ci=head.ci, mean_ks=head.mean_ks)
-            log.info(
-                f"{name}: score {head.score:.3f} [{head.ci[0]:.3f}, {head.ci[1]:.3f}], "
-                f"mean KS {head.mean_ks:.3f}"
-            )
-        except ChallengeError as e:
-            entry = MainEntry(refused=str(e))
-            log.warning(f"{name} refused: {e}")
-        entry.seconds = round(time.perf_counter() - t1, 1)
-        log.info(f"{name}: {entry.seconds:.0f} s")
-        entries[name] = entry
+    with resumable(distributed, "main", track_checksum(track), cfg, names):
+        for name in names:
+            t1 = time.perf_counter()
+            try:  # the board is rendered once, after every entry is scored: until then it may
+                # mix records of this run with older ones, which it refuses to rank together
+                gen = made[name]
+                path = generate(gen, track, lm, seed=cfg.generate_seed, out_root=cfg.submissions)
+                head = record(
+                    path,
+                    track,
+                    lm,
+                    cfg.score,
+                    cfg.board,
+                    access=generator_access(gen),
+                    replace=True,
+                    distributed=distributed,
+                ).headline
+                entry = MainEntry(score=head.score, ci=head.ci, mean_ks=head.mean_ks)
+                log.info(
+                    f"{name}: score {head.score:.3f} [{head.ci[0]:.3f}, {head.ci[1]:.3f}], "
+                    f"mean KS {head.mean_ks:.3f}"
+                )
+            except ChallengeError as e:
+                entry = MainEntry(refused=str(e))
+                log.warning(f"{name} refused: {e}")
+            entry.seconds = round(time.perf_counter() - t1, 1)
+            log.info(f"{name}: {entry.seconds:.0f} s")
+            entries[name] = entry
     rows = render(track.spec.track_id, cfg.board)
     index = Path(cfg.board) / track.spec.track_id / "index.html"
     log.info(f"done in {time.perf_counter() - t0:.0f} s; open {index}")

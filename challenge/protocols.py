@@ -37,6 +37,8 @@ from challenge.directions import (
     isotropic,
     real_mixture,
 )
+from challenge.distributed import DistributedConfig, resumable
+from challenge.distributed_engine import distribute
 from challenge.engine import Curves, PerturbationEngine
 from challenge.errors import ConfigError
 from challenge.metrics import Summary
@@ -612,12 +614,16 @@ def run_protocol(
     sae=None,
     out: Path,
     name: str | None = None,
+    distributed: DistributedConfig | None = None,
 ) -> ProtocolResult:
     """Run a protocol on ``track`` (a :class:`~challenge.track.Track`, registered id or
     directory) with ``lm`` (a ``LoadedModel``) and write ``<out>/<name>.json`` + ``.npz`` +
     ``.png`` (``name`` defaults to :func:`default_name`). ``sae`` (P3 only: an SAE or its
-    directory) adds the SAE direction sets of ``challenge.sae.sae_direction_sets``."""
+    directory) adds the SAE direction sets of ``challenge.sae.sae_direction_sets``.
+    ``distributed``: the engine's chunks run on those workers (``challenge.distributed_engine``;
+    the same result, bit for bit), resumable after an interruption."""
     from challenge.protocol_plots import plot_protocol
+    from challenge.scorer import track_checksum
     from challenge.track import resolve_track
 
     if not isinstance(cfg, ProtocolConfig):
@@ -625,20 +631,21 @@ def run_protocol(
     if sae is not None and not isinstance(cfg, P3Config):
         raise ConfigError("an SAE adds P3 direction sets; P1 and P2 take none", field="sae")
     tr = resolve_track(track)
-    eng = tr.engine(lm)
-    if isinstance(cfg, P1Config):
-        res = run_p1(tr, eng, cfg)
-    elif isinstance(cfg, P2Config):
-        res = run_p2(tr, eng, cfg)
-    else:
-        extra = None
-        if sae is not None:
-            from challenge.sae import load_sae, sae_direction_sets
+    eng = distribute(tr.engine(lm), lm.spec, distributed)
+    with resumable(distributed, "protocol", track_checksum(tr), cfg, lm.spec, str(sae)):
+        if isinstance(cfg, P1Config):
+            res = run_p1(tr, eng, cfg)
+        elif isinstance(cfg, P2Config):
+            res = run_p2(tr, eng, cfg)
+        else:
+            extra = None
+            if sae is not None:
+                from challenge.sae import load_sae, sae_direction_sets
 
-            if isinstance(sae, (str, Path)):
-                sae = load_sae(sae)
-            extra = sae_direction_sets(sae, tr, n_base=cfg.n_base, seed=cfg.seed)
-        res = run_p3(tr, eng, cfg, extra)
+                if isinstance(sae, (str, Path)):
+                    sae = load_sae(sae)
+                extra = sae_direction_sets(sae, tr, n_base=cfg.n_base, seed=cfg.seed)
+            res = run_p3(tr, eng, cfg, extra)
     res.provenance = provenance(lm.provenance | eng.describe())
     name = name or default_name(tr.spec.track_id, cfg)
     res.save(out, name)

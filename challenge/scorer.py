@@ -42,6 +42,8 @@ import challenge
 from challenge import checks, rng
 from challenge import metrics as M
 from challenge.directions import ActivationStats, gaussian_like
+from challenge.distributed import DistributedConfig, resumable
+from challenge.distributed_engine import distribute
 from challenge.errors import ConfigError
 from challenge.metrics import Summary
 from challenge.models import LoadedModel, cache_root
@@ -456,9 +458,13 @@ def score_points(
     cfg: ScoreConfig,
     meta: SubmissionMeta | None = None,
     progress: bool = True,
+    distributed: DistributedConfig | None = None,
 ) -> ScoreReport:
     """Score report (with its arrays) for a set of candidate activations (``progress``: a bar
-    per engine call on stderr). Every row is scored unless ``cfg.n_points`` asks for fewer."""
+    per engine call on stderr). Every row is scored unless ``cfg.n_points`` asks for fewer.
+    ``distributed``: the probes' engine chunks run on those workers
+    (``challenge.distributed_engine``; the same report, bit for bit), resumable after an
+    interruption."""
     n_max = min(len(points), n_slots(track))
     n = n_max if cfg.n_points is None else min(cfg.n_points, n_max)
     if n < 2 * cfg.classifier.n_folds:
@@ -466,11 +472,13 @@ def score_points(
             f"{n} points cannot be cross-fitted over {cfg.classifier.n_folds} folds",
             field="n_points",
         )
-    engine = track.engine(lm, progress=progress)
+    engine = distribute(track.engine(lm, progress=progress), lm.spec, distributed)
     slots = make_slots(track, n, cfg)
-    ref = reference_features(track, engine, slots, n, cfg)
     rows = rng.subset(len(points), n, cfg.seed, "scorer.rows")
-    sub = run_probes(engine, points[rows], slots, track.acts("public"), track.units, cfg.probes)
+    key = ("score", track_checksum(track), cfg, lm.spec, points[rows])
+    with resumable(distributed, *key):
+        ref = reference_features(track, engine, slots, n, cfg)
+        sub = run_probes(engine, points[rows], slots, track.acts("public"), track.units, cfg.probes)
     head, per, arrays = compare(ref, sub, cfg)
     arrays["rows"] = rows.numpy()
     return ScoreReport(
@@ -536,15 +544,17 @@ def score_submission(
     lm: LoadedModel,
     cfg: ScoreConfig | None = None,
     out: Path | None = None,
+    distributed: DistributedConfig | None = None,
 ) -> ScoreReport:
-    """Validate, score and (if ``out``) write ``<out>/<name>.json`` + ``.npz`` + ``.png``."""
+    """Validate, score and (if ``out``) write ``<out>/<name>.json`` + ``.npz`` + ``.png``
+    (``distributed``: see :func:`score_points`)."""
     from challenge.submission import read_submission
     from challenge.validate import validate_submission
 
     cfg = cfg or ScoreConfig()
     rep = validate_submission(folder, track)
     meta, acts = read_submission(folder)
-    report = score_points(track, lm, acts, cfg, meta)
+    report = score_points(track, lm, acts, cfg, meta, distributed=distributed)
     report.validation = {"checks": rep.checks, **rep.stats}
     validate_report(report)
     if out is not None:

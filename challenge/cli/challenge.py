@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from challenge.cli._common import library_config, report
+from challenge.distributed import DistributedConfig
 from challenge.errors import ConfigError
 from challenge.pipeline import MainConfig
 from challenge.scorer import ScoreConfig, ScoreReport
@@ -69,6 +70,8 @@ class ScoreCommand(ScoreConfig):
     heldout: Path | None = None
     """score against this private test split (`plateau build --private`) instead of the
     published held-out split (which becomes the dev split)"""
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    """run the probes on Ray workers (`--workers N`, `--address` for a cluster; same report)"""
 
 
 def _track(track: str, heldout: Path | None):
@@ -88,7 +91,9 @@ def score(submission: Path, /, cfg: ScoreCommand = ScoreCommand()) -> ScoreRepor
 
     tr = _track(cfg.track, cfg.heldout)
     out = cfg.out / tr.spec.track_id
-    rep = score_submission(submission, tr, _model(tr), library_config(cfg), out=out)
+    rep = score_submission(
+        submission, tr, _model(tr), library_config(cfg), out=out, distributed=cfg.distributed
+    )
     report(rep)
     return rep
 
@@ -106,6 +111,8 @@ class SubmitCommand(ScoreConfig):
     heldout: Path | None = None
     """score against this private test split (`plateau build --private`); use a board of its
     own (--board): records of the test and dev splits are never ranked together"""
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    """run the probes on Ray workers (`--workers N`, `--address` for a cluster; same record)"""
 
 
 def submit(submission: Path, /, cfg: SubmitCommand = SubmitCommand()) -> ScoreReport:
@@ -115,7 +122,15 @@ def submit(submission: Path, /, cfg: SubmitCommand = SubmitCommand()) -> ScoreRe
     from challenge.pipeline import submit as _submit
 
     tr = _track(cfg.track, cfg.heldout)
-    rep = _submit(submission, tr, _model(tr), library_config(cfg), cfg.board, replace=cfg.replace)
+    rep = _submit(
+        submission,
+        tr,
+        _model(tr),
+        library_config(cfg),
+        cfg.board,
+        replace=cfg.replace,
+        distributed=cfg.distributed,
+    )
     report(rep)
     return rep
 
@@ -143,6 +158,9 @@ class MainCommand(MainConfig):
     """registered track id or a track directory (built into the cache when missing)"""
     quick: bool = False
     """a smaller run for smoke tests (``ScoreConfig.quick``: 40 points, lighter probes)"""
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    """run every entry's probes on Ray workers (`--workers N`, `--address` for a cluster; same
+    records; an interrupted job resumes)"""
 
     def job(self) -> MainConfig:
         """The library config this command runs (``quick`` applied)."""
@@ -159,7 +177,7 @@ def main(cfg: MainCommand) -> None:
     from challenge.pipeline import run_main
 
     tr = resolve_track(cfg.track)
-    report(run_main(tr, GENERATORS, cfg.job(), lm=_model(tr)))
+    report(run_main(tr, GENERATORS, cfg.job(), lm=_model(tr), distributed=cfg.distributed))
 
 
 @dataclass

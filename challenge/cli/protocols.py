@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
 import tyro
 
 from challenge.cli._common import library_config, report
+from challenge.distributed import DistributedConfig
 from challenge.protocols import P1Config, P2Config, P3Config
 from challenge.track import DEFAULT_TRACK, resolve_track
 
@@ -19,6 +20,9 @@ class _On:
     """registered track id or a track directory"""
     out: Path = Path("runs/protocols")
     """writes <out>/<track>_<protocol>[_<scheme>][_<units>].json (+ .npz arrays, + .png plot)"""
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    """run the engine's chunks on Ray workers (`--workers N`, `--address` for a cluster; same
+    result)"""
 
 
 @dataclass
@@ -57,6 +61,8 @@ def protocol(
     tr = resolve_track(cfg.track)
     lm = models.load_model(tr.spec.model)
     sae = cfg.sae if isinstance(cfg, P3Command) else None
-    result = run_protocol(tr, lm, library_config(cfg), sae=sae, out=cfg.out)
+    result = run_protocol(
+        tr, lm, library_config(cfg), sae=sae, out=cfg.out, distributed=cfg.distributed
+    )
     report(result)
     return result.path
