@@ -330,10 +330,13 @@ def cell_inputs(track, model, layers: list[int], cfg: AtlasConfig) -> dict[int, 
     }
 
 
-def run(cfg: AtlasConfig, env=None) -> AtlasResult:
-    """Probe every layer of the grid (cells cached and reused), summarise, save and plot."""
+def run(cfg: AtlasConfig, env=None, distributed=None) -> AtlasResult:
+    """Probe every layer of the grid (cells cached and reused), summarise, save and plot.
+    ``distributed`` (``challenge.distributed.DistributedConfig``): every engine call's chunks run
+    on Ray workers (``challenge.distributed_engine``; the same numbers)."""
     from tqdm.auto import tqdm
 
+    from challenge.distributed_engine import distribute
     from challenge.studies._common import load_env
 
     env = env or load_env(cfg.track)
@@ -352,6 +355,7 @@ def run(cfg: AtlasConfig, env=None) -> AtlasResult:
             ),
         )
         engines[L] = eng.describe()
+        eng = distribute(eng, tr.spec.model, distributed)
         path = _cell_path(cfg, tid, L)
         if L in inputs:
             t0 = time.perf_counter()

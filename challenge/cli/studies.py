@@ -5,8 +5,11 @@ Each writes ``<out>/<study>.json`` (+ ``.npz`` arrays, + ``.png`` plot) and prin
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from challenge.atlas import AtlasConfig
-from challenge.cli._common import report
+from challenge.cli._common import library_config, report
+from challenge.distributed import DistributedConfig
 from challenge.studies.boundaries import BoundariesConfig
 from challenge.studies.layers import LayersConfig
 from challenge.studies.output_states import OutputStatesConfig
@@ -63,12 +66,20 @@ def study_sae_collapse(cfg: SAECollapseConfig) -> None:
     report(sae_collapse.run(cfg))
 
 
-def atlas(cfg: AtlasConfig) -> None:
+@dataclass
+class AtlasCommand(AtlasConfig):
+    """The atlas's config, and where its engine calls run."""
+
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    """run the probes on Ray workers (`--workers N`, `--address` for a cluster; same numbers)"""
+
+
+def atlas(cfg: AtlasCommand) -> None:
     """The plateau atlas of a track's model: P1 (published definitions), AP (the papers'
     protocol), P2 sharpness and the plateau radius, real vs N(mu, Sigma), at a grid of write
     layers, with intervals; resumes from its per-layer cells (docs/atlas.md)."""
     from challenge import atlas as A
 
-    res = A.run(cfg)
+    res = A.run(library_config(cfg), distributed=cfg.distributed)
     print(A.table(res))
     report(res)
