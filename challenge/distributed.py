@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -43,6 +43,9 @@ from tqdm.auto import tqdm
 import challenge
 from challenge import checks
 from challenge.errors import ConfigError
+
+if TYPE_CHECKING:  # imported lazily: torch and TransformerLens take seconds to import
+    from challenge.models import LoadedModel, ModelSpec
 
 log = logging.getLogger("distributed")
 T = TypeVar("T")
@@ -97,16 +100,16 @@ class DistributedConfig:
 
 # ---------------------------------------------------------------------------- worker side
 _IN_WORKER = False
-_MODELS: dict[str, Any] = {}
+_MODELS: dict[str, LoadedModel] = {}
 """This process's models, by spec (``worker_model``)."""
 
 
-def _spec_key(spec: Any) -> str:
+def _spec_key(spec: ModelSpec) -> str:
     return json.dumps(asdict(spec), sort_keys=True)
 
 
-def worker_model(spec: Any) -> Any:
-    """The ``LoadedModel`` of ``spec`` (a ``ModelSpec``) in this process: loaded on first use (on the GPU when there is
+def worker_model(spec: ModelSpec) -> LoadedModel:
+    """The model of ``spec`` in this process: loaded on first use (on the GPU when there is
     one), then reused by every item this process computes. The first load on a machine runs
     alone (a file lock in the model cache), so that workers starting together on a fresh
     machine do not all fill its cache at once; later loads run in parallel."""
