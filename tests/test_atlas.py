@@ -22,6 +22,7 @@ def result(tiny_track, smollm, tmp_path_factory):
     return cfg, A.run(cfg, make_env(tiny_track, smollm))
 
 
+@pytest.mark.slow  # probes two layers: ~45 s on a 2-core machine
 def test_rows_hold_every_feature_with_intervals(result):
     cfg, res = result
     rows = res.detail["rows"]
@@ -46,6 +47,7 @@ def test_rows_hold_every_feature_with_intervals(result):
             assert ((ap >= 1) & (ap <= 100)).all()
 
 
+@pytest.mark.slow  # probes two layers: ~45 s on a 2-core machine
 def test_the_radius_separates_real_from_gaussian_at_layer_1(result):
     """The scorer's strongest probe (docs/scoring.md: AUC 0.85 at n = 128): real points have
     larger plateaus than N(mu, Sigma) ones, already visible on 8 points."""
@@ -54,6 +56,7 @@ def test_the_radius_separates_real_from_gaussian_at_layer_1(result):
     assert f["real_median"] > f["random_median"] and f["auc"] > 0.6
 
 
+@pytest.mark.slow  # probes two layers: ~45 s on a 2-core machine
 def test_cells_are_reused_and_the_result_is_deterministic(result, tiny_track, smollm, monkeypatch):
     cfg, res = result
     monkeypatch.setattr(A, "run_cell", lambda *a, **k: pytest.fail("a cached cell was recomputed"))

@@ -1,7 +1,10 @@
 """interactions (a tiny two-lambda run on one layer), then interactions-circuit on its
 dictionaries."""
 
+import pytest
 
+
+@pytest.mark.slow  # two CLI runs with training: ~2 min on a 2-core machine
 def test_interactions_then_circuit(plateau, printed, read_json, tiny_track_dir, tmp_path):
     run_dir = tmp_path / "run"
     out = plateau(
