@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +45,7 @@ from challenge.engine import EngineConfig, PerturbationEngine
 from challenge.errors import ConfigError
 from challenge.probes import ProbeConfig, Slots, run_probes, unit_directions
 from challenge.protocols import P1Config, p1_published_probe, resolve_p1
-from challenge.results import Result, TrackRef, provenance
+from challenge.results import Result, TrackRef, _atomic_write, provenance
 from challenge.schemas import JSON_CONFIG
 from challenge.scorer import auc
 from challenge.studies._common import corr, require, resid_pre_all
@@ -302,10 +301,11 @@ def _cell_path(cfg: AtlasConfig, track_id: str, layer: int) -> Path:
 
 
 def _save_cell(path: Path, cell: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
-    np.savez(tmp, **cell)
-    os.replace(tmp, path)
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, **cell)
+
+    _atomic_write(path, write)
 
 
 def cell_inputs(track, model, layers: list[int], cfg: AtlasConfig) -> dict[int, CellInputs]:
@@ -363,8 +363,10 @@ def run(cfg: AtlasConfig, env=None, distributed=None) -> AtlasResult:
             secs[L] = round(time.perf_counter() - t0, 1)
             cell["seconds"] = np.asarray(secs[L])
             _save_cell(path, cell)
-        with np.load(path) as z:
-            cells[L] = {k: z[k] for k in z.files}
+            cells[L] = cell
+        else:
+            with np.load(path) as z:
+                cells[L] = {k: z[k] for k in z.files}
         secs.setdefault(L, float(cells[L].get("seconds", np.nan)))
     rows = [summarise_layer(cells[L], cfg, L) for L in layers]
     doc = {"rows": rows, "answers": answers(rows), "engines": engines, "cell_seconds": secs}
