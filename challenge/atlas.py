@@ -8,8 +8,8 @@ and **N(mu, Sigma)** samples of the public split's activations at ``L``. Probes 
 all in the layer's scale-free units (``track.measure_units`` at that layer):
 
 - ``p1.ms_l2``, ``p1.ms_kl``: P1 relative scheme, published definitions (their paths, MS on the
-  raw curve with the slope threshold rescaled by ``plateau_distance / 20``): from the context's
-  own activation toward the tested point;
+  raw curve; the L2 slope threshold rescaled by ``plateau_distance / 20``, the KL one 0.02 nats):
+  from the context's own activation toward the tested point (the curves are kept in the cell);
 - ``ap.plateau_length``: the papers' AP experiment (the tested point moved toward a fresh
   N(mu, Sigma) sample in steps of ``write_distance_median / 100``; first step with read-out L2
   >= 0.2 x ``read_distance_median``, cut at the target step);
@@ -55,7 +55,12 @@ NAME = "atlas"
 GROUPS = ("real", "random")
 PRIMARY = ("p1.ms_kl", "ap.plateau_length", "p2.sharpness_kl", "radius.mean_log")
 """One feature per probe: the atlas's separation is the mean of their ``|2 AUC - 1|``."""
-CELL_VERSION = 1
+CELL_VERSION = 2
+"""2: the KL slope threshold of ``p1.ms_kl`` is 0.02 nats (version 1 rescaled it like the L2 one)
+and the cell keeps the P1 curves."""
+P1_ONLY_CHANGED = (1,)
+"""Cell versions whose features other than ``p1.*`` are still valid: :func:`run` upgrades such a
+cell by re-running P1 alone."""
 
 
 @dataclass
@@ -116,10 +121,10 @@ class AtlasConfig:
             scheme="relative", units="scale_free", definitions="published", n_steps=self.p1_steps
         )
 
-    def cell_key(self) -> str:
+    def cell_key(self, version: int = CELL_VERSION) -> str:
         """What a cached cell depends on (not the layer grid, the bootstrap or the output)."""
         keys = ("n_points", "n_stats", "n_directions", "bisect_steps", "p1_steps", "seed")
-        doc = {k: getattr(self, k) for k in keys} | {"v": CELL_VERSION}
+        doc = {k: getattr(self, k) for k in keys} | {"v": version}
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -146,9 +151,20 @@ class CellInputs:
     unit_acts: Float[Tensor, "k d"]
 
 
+def tested_groups(x: CellInputs, cfg: AtlasConfig) -> dict[str, Float[Tensor, "n d"]]:
+    """The points a cell tests: the held-out real rows and as many N(mu, Sigma) samples."""
+    stats = ActivationStats.fit(x.public)
+    n = len(x.real)
+    return {
+        "real": x.real,
+        "random": gaussian_like(stats, n, rng.generator(cfg.seed, "atlas.random")),
+    }
+
+
 def run_cell(engine: PerturbationEngine, x: CellInputs, cfg: AtlasConfig) -> dict[str, np.ndarray]:
     """Every probe's features for both groups at the engine's write layer:
-    ``{"<group>/<feature>": [n]}`` plus ``units/<name>`` scalars."""
+    ``{"<group>/<feature>": [n]}``, ``units/<name>`` scalars and the P1 curves
+    (``curves/<group>/{l2,kl,target_step}``)."""
     units = measure_units(engine, x.unit_tokens, x.unit_acts)
     n, d = x.real.shape
     stats = ActivationStats.fit(x.public)
@@ -158,21 +174,42 @@ def run_cell(engine: PerturbationEngine, x: CellInputs, cfg: AtlasConfig) -> dic
         dirs=unit_directions(n, cfg.n_directions, d, rng.generator(cfg.seed, "atlas.directions")),
         ap_ends=gaussian_like(stats, n, rng.generator(cfg.seed, "atlas.ap_ends")),
     )
-    groups = {
-        "real": x.real,
-        "random": gaussian_like(stats, n, rng.generator(cfg.seed, "atlas.random")),
-    }
+    out: dict[str, np.ndarray] = {f"units/{k}": np.asarray(v) for k, v in units.items()}
+    for g, pts in tested_groups(x, cfg).items():
+        feats = run_probes(engine, pts, slots, x.public, units, cfg.probes())
+        out |= {f"{g}/{k}": np.asarray(v, dtype=np.float64) for k, v in feats.items()}
+    return out | run_p1_cell(engine, x, cfg, units)
+
+
+def run_p1_cell(
+    engine: PerturbationEngine, x: CellInputs, cfg: AtlasConfig, units: dict[str, float]
+) -> dict[str, np.ndarray]:
+    """The P1 part of a cell (published definitions, the layer's scale-free units): per group
+    ``p1.ms_l2`` / ``p1.ms_kl`` and the curves they were read from."""
     p1cfg = cfg.p1()
     r = resolve_p1(p1cfg, units)
-    out: dict[str, np.ndarray] = {f"units/{k}": np.asarray(v) for k, v in units.items()}
-    for g, pts in groups.items():
-        feats = run_probes(engine, pts, slots, x.public, units, cfg.probes())
-        _, p1f, _ = p1_published_probe(
+    out: dict[str, np.ndarray] = {}
+    for g, pts in tested_groups(x, cfg).items():
+        curves, p1f, extra = p1_published_probe(
             engine, x.tokens, x.context, pts, None, p1cfg, r, desc=f"P1 {g}"
         )
-        feats |= {"p1.ms_l2": p1f["ms_l2"], "p1.ms_kl": p1f["ms_kl"]}
-        out |= {f"{g}/{k}": np.asarray(v, dtype=np.float64) for k, v in feats.items()}
+        out |= {f"{g}/p1.ms_l2": p1f["ms_l2"], f"{g}/p1.ms_kl": p1f["ms_kl"]}
+        out |= {
+            f"curves/{g}/l2": curves.l2,
+            f"curves/{g}/kl": curves.kl,
+            f"curves/{g}/target_step": extra["target_step"],
+        }
     return out
+
+
+def upgrade_cell(
+    engine: PerturbationEngine, old: dict[str, np.ndarray], x: CellInputs, cfg: AtlasConfig
+) -> dict[str, np.ndarray]:
+    """A cell of a version in :data:`P1_ONLY_CHANGED` brought to :data:`CELL_VERSION`: its
+    other probes' features kept, P1 re-run in the units the cell measured."""
+    units = {k.split("/", 1)[1]: float(v) for k, v in old.items() if k.startswith("units/")}
+    kept = {k: v for k, v in old.items() if not k.split("/")[-1].startswith("p1.")}
+    return kept | run_p1_cell(engine, x, cfg, units)
 
 
 # ------------------------------------------------------------------------------ summaries
@@ -300,6 +337,15 @@ def _cell_path(cfg: AtlasConfig, track_id: str, layer: int) -> Path:
     return Path(cfg.out) / track_id / "cells" / f"L{layer:02d}-{cfg.cell_key()}.npz"
 
 
+def _old_cell(cfg: AtlasConfig, track_id: str, layer: int) -> Path | None:
+    """A cached cell of a version :func:`upgrade_cell` can bring up to date, if any."""
+    for v in P1_ONLY_CHANGED:
+        p = Path(cfg.out) / track_id / "cells" / f"L{layer:02d}-{cfg.cell_key(v)}.npz"
+        if p.exists():
+            return p
+    return None
+
+
 def _save_cell(path: Path, cell: dict[str, np.ndarray]) -> None:
     def write(tmp):
         with open(tmp, "wb") as f:
@@ -346,6 +392,7 @@ def run(cfg: AtlasConfig, env=None, distributed=None) -> AtlasResult:
     tid = tr.spec.track_id
     todo = [L for L in layers if not _cell_path(cfg, tid, L).exists()]
     inputs = cell_inputs(tr, model, todo, cfg) if todo else {}
+    old = {L: p for L in todo if (p := _old_cell(cfg, tid, L)) is not None}
     cells, engines, secs = {}, {}, {}
     for L in tqdm(layers, desc=f"atlas {lm.provenance.get('model', tid)}"):
         eng = PerturbationEngine(
@@ -359,9 +406,15 @@ def run(cfg: AtlasConfig, env=None, distributed=None) -> AtlasResult:
         path = _cell_path(cfg, tid, L)
         if L in inputs:
             t0 = time.perf_counter()
-            cell = run_cell(eng, inputs.pop(L), cfg)
-            secs[L] = round(time.perf_counter() - t0, 1)
-            cell["seconds"] = np.asarray(secs[L])
+            if L in old:  # only P1 changed since that cell was written
+                with np.load(old[L]) as z:
+                    cell = upgrade_cell(eng, {k: z[k] for k in z.files}, inputs.pop(L), cfg)
+                secs[L] = float(cell["seconds"])  # the probes' cost, as first measured
+                cell["seconds_upgrade"] = np.asarray(round(time.perf_counter() - t0, 1))
+            else:
+                cell = run_cell(eng, inputs.pop(L), cfg)
+                secs[L] = round(time.perf_counter() - t0, 1)
+                cell["seconds"] = np.asarray(secs[L])
             _save_cell(path, cell)
             cells[L] = cell
         else:

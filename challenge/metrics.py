@@ -157,7 +157,8 @@ def ks_statistic(a, b) -> float:
     return float(_stats.ks_2samp(a, b, method="asymp").statistic)
 
 
-def _ks_fast(a: np.ndarray, b: np.ndarray) -> float:
+def ks_fast(a: np.ndarray, b: np.ndarray) -> float:
+    """:func:`ks_statistic` of two finite 1-D samples without its checks (bootstrap loops)."""
     a, b = np.sort(a), np.sort(b)
     grid = np.concatenate([a, b])
     cdf_a = np.searchsorted(a, grid, side="right") / a.size
@@ -174,7 +175,7 @@ def ks_bootstrap(a, b, n_boot: int = 1000, seed: int = 0, ci: float = 0.95) -> d
     rng = np.random.default_rng(seed)
     boots = np.array(
         [
-            _ks_fast(rng.choice(a, a.size, replace=True), rng.choice(b, b.size, replace=True))
+            ks_fast(rng.choice(a, a.size, replace=True), rng.choice(b, b.size, replace=True))
             for _ in range(n_boot)
         ]
     )

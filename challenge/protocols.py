@@ -19,6 +19,7 @@ model: engine, run, JSON + ``.npz`` + PNG.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -78,8 +79,9 @@ class P1Config:
     needs at least ``metrics.NL_FIT_STEPS`` (10) points, the nonlinearity step's fit window."""
     slope_threshold: float = 0.02
     """MS: the smallest slope that counts. ``suite``: of the curve normalised to end at 1;
-    ``published``: of the raw L2 / KL curve, in GPT-2 read-out units (``scale_free`` rescales it
-    by ``plateau_distance / 20``, as it does the plateau distance)."""
+    ``published``: of the raw L2 / KL curve. The L2 threshold is in GPT-2 read-out units
+    (``scale_free`` rescales it by ``plateau_distance / 20``, as it does the plateau distance);
+    the KL threshold is in nats, the same on every model, so it is never rescaled."""
     plateau_distance: float | None = None
     """AP: the read-out distance that ends the plateau (``None``: from ``units``)."""
     abs_step: float | None = None
@@ -127,6 +129,7 @@ def resolve_p1(cfg: P1Config, units: dict[str, float]) -> dict[str, float]:
     if cfg.abs_step is not None:
         r["abs_step"] = cfg.abs_step
     r["slope_threshold"] = cfg.slope_threshold
+    r["slope_threshold_kl"] = cfg.slope_threshold  # nats: a unit every model shares
     if cfg.definitions == "published" and cfg.units == "scale_free":
         r["slope_threshold"] = (
             cfg.slope_threshold * r["plateau_distance"] / GPT2["plateau_distance"]
@@ -183,13 +186,13 @@ def p1_features_published(
     curves. A curve cut below the ``metrics.PUBLISHED_MIN_POINTS`` (7) points AR needs (their
     code fails on it) gets NaN features,
     which the summaries and KS leave out (``detail['n_short']`` counts them)."""
-    th, n = r["slope_threshold"], curves.l2.shape[1]
+    th, th_kl, n = r["slope_threshold"], r["slope_threshold_kl"], curves.l2.shape[1]
     feats = {k: np.full(len(cut), np.nan) for k in ("ms_l2", "ms_kl", "ar_l2")}
     for i, c in enumerate(np.minimum(cut, n)):
         if c < M.PUBLISHED_MIN_POINTS:
             continue
         feats["ms_l2"][i] = M.max_slope_step_published(curves.l2[i, :c], threshold=th)[0]
-        feats["ms_kl"][i] = M.max_slope_step_published(curves.kl[i, :c], threshold=th)[0]
+        feats["ms_kl"][i] = M.max_slope_step_published(curves.kl[i, :c], threshold=th_kl)[0]
         feats["ar_l2"][i] = M.area_ratio_step_published(curves.l2[i, :c])[0]
     if ap_curves is None:  # AP not run (``p1_published_probe(ap_ends=None)``)
         ap = np.full(len(cut), np.nan)
@@ -235,22 +238,45 @@ def p1_published_probe(
     return curves, feats, extra
 
 
-def compare_features(ref: dict[str, np.ndarray], other: dict[str, np.ndarray]) -> dict[str, dict]:
-    """Per feature: summaries of both samples and the KS statistic between their finite
-    values."""
+def compare_features(
+    ref: dict[str, np.ndarray],
+    other: dict[str, np.ndarray],
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, dict]:
+    """Per feature: summaries of both samples, the KS statistic between their finite values and
+    the mean difference ``ref - other``, each with a 95 % percentile interval over ``n_boot``
+    bootstrap resamples of the curves. The two samples are paired (curve ``i`` of both shares
+    its context prompt), so one index draw resamples both."""
 
     def finite(x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
         return x[np.isfinite(x)]
 
-    return {
-        k: {
+    n = len(next(iter(ref.values())))
+    g = np.random.default_rng(rng.seed_for(seed, "p1.bootstrap"))
+    boot = g.integers(0, n, (n_boot, n))
+
+    def ci(v: np.ndarray) -> list[float]:
+        v = v[np.isfinite(v)]
+        return [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if len(v) else []
+
+    out = {}
+    for k in ref:
+        a, b = np.asarray(ref[k], np.float64), np.asarray(other[k], np.float64)
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN resample: NaN, dropped
+            diffs = np.nanmean(a[boot], 1) - np.nanmean(b[boot], 1)
+        ks = np.array([M.ks_fast(finite(a[i]), finite(b[i])) for i in boot])
+        out[k] = {
             "ref": M.summarise(ref[k]),
             "other": M.summarise(other[k]),
             "ks": M.ks_statistic(finite(ref[k]), finite(other[k])),
+            "ks_ci": ci(ks),
+            "diff": float(np.nanmean(a) - np.nanmean(b)),
+            "diff_ci": ci(diffs),
         }
-        for k in ref
-    }
+    return out
 
 
 @dataclass
@@ -265,6 +291,10 @@ class FeatureContrast:
     """Mean of the feature over the curves toward random targets."""
     ks: float
     """Two-sample KS statistic between the two samples."""
+    ks_ci: list[float] | None = None
+    """95 % bootstrap interval of ``ks`` (curves resampled, paired by context)."""
+    diff_ci: list[float] | None = None
+    """95 % bootstrap interval of the mean difference real - random."""
 
 
 @dataclass
@@ -284,7 +314,13 @@ class P1Headline:
         """From :func:`compare_features` of (real, random)."""
         return cls(
             **{
-                k: FeatureContrast(real=v["ref"]["mean"], random=v["other"]["mean"], ks=v["ks"])
+                k: FeatureContrast(
+                    real=v["ref"]["mean"],
+                    random=v["other"]["mean"],
+                    ks=v["ks"],
+                    ks_ci=v.get("ks_ci"),
+                    diff_ci=v.get("diff_ci"),
+                )
                 for k, v in features.items()
             }
         )
@@ -507,7 +543,7 @@ def run_p1(track, engine: PerturbationEngine, cfg: P1Config) -> P1Result:
         c_real, f_real = p1_probe(engine, ctx_t[idx], ctx_a[idx], real_t, cfg, r, "P1 real")
         c_rand, f_rand = p1_probe(engine, ctx_t[idx], ctx_a[idx], rand_t, cfg, r, "P1 random")
         ex_real = ex_rand = {}
-    features = compare_features(f_real, f_rand)
+    features = compare_features(f_real, f_rand, seed=cfg.seed)
     arrays = {f"real_{k}": v for k, v in (c_real.arrays() | ex_real).items()} | {
         f"random_{k}": v for k, v in (c_rand.arrays() | ex_rand).items()
     }

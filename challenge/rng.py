@@ -37,6 +37,7 @@ STREAMS: dict[str, Stream] = {
     "p1.real_targets": Stream(1, doc="P1: held-out rows used as real targets"),
     "p1.random_targets": Stream(2, doc="P1: N(mu, Sigma) targets"),
     "p1.ap_ends": Stream(3, doc="P1 published AP: the fresh N(mu, Sigma) samples paths end at"),
+    "p1.bootstrap": Stream(4, doc="P1: bootstrap resamples of the curves (paired by context)"),
     "p2.control": Stream(0, doc="P2: cov-random-mixture control directions"),
     "p3.contexts": Stream(0, doc="P3: which base activations are probed"),
     "p3.direction": Stream(0, 1000, "P3: the i-th direction kind of the config"),

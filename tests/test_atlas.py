@@ -48,6 +48,46 @@ def test_rows_hold_every_feature_with_intervals(result):
 
 
 @pytest.mark.slow  # probes two layers: ~45 s on a 2-core machine
+def test_p1_ms_is_read_off_the_kept_curves_with_a_kl_threshold_in_nats(result):
+    """MS (KL) uses 0.02 nats on every model; MS (L2) the threshold rescaled to the layer's
+    read-out (``protocols.resolve_p1``, published definitions, scale-free units)."""
+    _, res = result
+    for r in res.detail["rows"]:
+        th_l2 = 0.02 * (0.2 * r["units"]["read_distance_median"]) / 20.0
+        for g in ("real", "random"):
+            key = f"L{r['layer']}/curves/{g}"
+            l2, kl = res.arrays[f"{key}/l2"], res.arrays[f"{key}/kl"]
+            cut = np.minimum(res.arrays[f"{key}/target_step"], l2.shape[1])
+            ms_kl = [M.max_slope_step_published(kl[i, : cut[i]], 0.02)[0] for i in range(len(kl))]
+            ms_l2 = [M.max_slope_step_published(l2[i, : cut[i]], th_l2)[0] for i in range(len(l2))]
+            assert np.array_equal(res.arrays[f"L{r['layer']}/{g}/p1.ms_kl"], ms_kl)
+            assert np.array_equal(res.arrays[f"L{r['layer']}/{g}/p1.ms_l2"], ms_l2)
+
+
+@pytest.mark.slow  # probes two layers: ~45 s on a 2-core machine
+def test_a_version_1_cell_is_upgraded_by_rerunning_p1_alone(
+    result, tiny_track, smollm, monkeypatch, tmp_path
+):
+    cfg, res = result
+    new = A.AtlasConfig(**{**cfg.__dict__, "out": tmp_path, "layers": (1,)})
+    src = A._cell_path(cfg, tiny_track.spec.track_id, 1)
+    with np.load(src) as z:
+        cell = {k: z[k] for k in z.files}
+    v1 = {k: v for k, v in cell.items() if not k.startswith("curves/")}
+    for g in ("real", "random"):
+        v1[f"{g}/p1.ms_kl"] = np.full_like(v1[f"{g}/p1.ms_kl"], -1.0)  # a stale value
+    old = tmp_path / tiny_track.spec.track_id / "cells" / f"L01-{new.cell_key(1)}.npz"
+    old.parent.mkdir(parents=True)
+    np.savez(old, **v1)
+    monkeypatch.setattr(A, "run_cell", lambda *a, **k: pytest.fail("the whole cell was re-run"))
+    up = A.run(new, make_env(tiny_track, smollm))
+    for k, v in cell.items():
+        if k != "seconds":
+            assert np.array_equal(up.arrays[f"L1/{k}"], v), k  # P1 recomputed, the rest kept
+    assert A._cell_path(new, tiny_track.spec.track_id, 1).exists()
+
+
+@pytest.mark.slow  # probes two layers: ~45 s on a 2-core machine
 def test_the_radius_separates_real_from_gaussian_at_layer_1(result):
     """The scorer's strongest probe (docs/scoring.md: AUC 0.85 at n = 128): real points have
     larger plateaus than N(mu, Sigma) ones, already visible on 8 points."""

@@ -162,3 +162,19 @@ def test_run_protocol_writes_result_files_that_match_their_schema(smollm, tiny_t
     assert set(doc["headline"]["length_to_kl_threshold"]) == {"isotropic"}
     with pytest.raises(ConfigError, match="field sae"):
         P.run_protocol(tiny_track, smollm, cfgs[0], sae="some/sae", out=tmp_path)
+
+
+def test_feature_contrasts_have_paired_bootstrap_intervals():
+    g = np.random.default_rng(0)
+    a = g.normal(size=300)
+    # curve i of both samples shares its context: a constant paired shift has no spread
+    f = P.compare_features({"x": a}, {"x": a + 1.0}, n_boot=200)["x"]
+    assert f["diff"] == pytest.approx(-1.0, abs=1e-12)
+    assert f["diff_ci"] == pytest.approx([-1.0, -1.0], abs=1e-12)
+    assert 0 <= f["ks_ci"][0] <= f["ks_ci"][1] <= 1
+    # NaN curves (cut too short) are left out; the same seed gives the same intervals
+    b = g.normal(0.5, size=300)
+    b[:10] = np.nan
+    one = P.compare_features({"x": a}, {"x": b}, seed=3)["x"]
+    assert one == P.compare_features({"x": a}, {"x": b}, seed=3)["x"]
+    assert one["other"]["n"] == 290 and one["diff_ci"][0] < one["diff"] < one["diff_ci"][1] < 0

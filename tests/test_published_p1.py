@@ -46,18 +46,27 @@ def test_config_needs_eleven_points_for_their_nl():
         P.P1Config(definitions="papers")
 
 
-def test_scale_free_rescales_the_raw_slope_threshold(tiny_track):
+def test_scale_free_rescales_the_l2_slope_threshold_not_the_kl_one(tiny_track):
     r = P.resolve_p1(P.P1Config(definitions="published"), tiny_track.units)
     assert r["slope_threshold"] == 0.02 * r["plateau_distance"] / 20.0
+    assert r["slope_threshold"] != 0.02  # the tiny track's read-out is not GPT-2's
+    assert r["slope_threshold_kl"] == 0.02  # nats: the same unit on every model
     g = P.resolve_p1(P.P1Config(definitions="published", units="gpt2"), tiny_track.units)
     assert (g["slope_threshold"], g["plateau_distance"], g["abs_step"]) == (0.02, 20.0, 0.5)
+    assert g["slope_threshold_kl"] == 0.02
 
 
-@pytest.mark.parametrize("scheme", ["absolute", "relative"])
-def test_published_run_features_are_their_functions_of_the_curves(tiny_track, smollm, scheme):
-    cfg = P.P1Config(scheme=scheme, units="gpt2", definitions="published", n_curves=5, n_steps=30)
+@pytest.mark.parametrize(
+    ("scheme", "units"), [("absolute", "gpt2"), ("relative", "gpt2"), ("relative", "scale_free")]
+)
+def test_published_run_features_are_their_functions_of_the_curves(
+    tiny_track, smollm, scheme, units
+):
+    cfg = P.P1Config(scheme=scheme, units=units, definitions="published", n_curves=5, n_steps=30)
     eng = tiny_track.engine(smollm, progress=False)
     res = P.run_p1(tiny_track, eng, cfg)
+    r = res.detail["resolved"]
+    th_l2, d_ap = r["slope_threshold"], r["plateau_distance"]
     A = res.arrays
     for g in ("real", "random"):
         cut, ap_cut = A[f"{g}_target_step"], A[f"{g}_ap_target_step"]
@@ -70,13 +79,14 @@ def test_published_run_features_are_their_functions_of_the_curves(tiny_track, sm
                 assert np.isnan(A[f"{g}_feat_ms_l2"][i])
                 continue
             l2, kl = A[f"{g}_l2"][i, :c], A[f"{g}_kl"][i, :c]
-            assert A[f"{g}_feat_ms_l2"][i] == M.max_slope_step_published(l2, 0.02)[0]
+            assert A[f"{g}_feat_ms_l2"][i] == M.max_slope_step_published(l2, th_l2)[0]
+            # the KL threshold is 0.02 nats in every unit system
             assert A[f"{g}_feat_ms_kl"][i] == M.max_slope_step_published(kl, 0.02)[0]
             assert A[f"{g}_feat_ar_l2"][i] == M.area_ratio_step_published(l2)[0]
-        ap = M.plateau_length_published(A[f"{g}_ap_l2"], ap_cut, threshold=20.0)
+        ap = M.plateau_length_published(A[f"{g}_ap_l2"], ap_cut, threshold=d_ap)
         assert np.array_equal(A[f"{g}_feat_plateau_length"], ap)
         nl = M.nonlinearity_step_published(A[f"{g}_l2"])
         assert np.array_equal(A[f"{g}_feat_nl_l2"], nl)
     assert res.detail["resolved"]["definitions"] == "published"
     assert set(res.detail["n_short"]) == {"real", "random"}
-    assert P.default_name("t", cfg) == f"t_p1_{scheme}_gpt2_published"
+    assert P.default_name("t", cfg) == f"t_p1_{scheme}_{units}_published"
