@@ -9,6 +9,8 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 PUBLISHED_P1 = {  # GPT-2 small, blocks.1.hook_resid_pre, 1,000 samples (protocols.md; unverified notebook figures)
     "ms_l2": ("51.65 +- 7.42", "64.89 +- 10.50", "0.62"),
     "ms_kl": ("56.34", "71.83", "n/a"),
@@ -20,28 +22,50 @@ def fmt(s: dict) -> str:
     return f"{s['mean']:.2f} +- {s['sd']:.2f}"
 
 
-def p1_table(doc: dict) -> str:
+def p1_features(doc: dict, path: Path) -> dict:
+    """The run's feature contrasts; a result written before intervals were recorded gets them
+    from its stored per-curve features (``protocols.compare_features``, the run's seed)."""
+    feats = doc["detail"]["features"]
+    if all("ks_ci" in v for v in feats.values()):
+        return feats
+    from challenge.protocols import compare_features
+
+    with np.load(path.with_suffix(".npz")) as z:
+        real = {k: z[f"real_feat_{k}"] for k in feats}
+        rand = {k: z[f"random_feat_{k}"] for k in feats}
+    return compare_features(real, rand, seed=doc["config"].get("seed", 0))
+
+
+def p1_table(doc: dict, path: Path) -> str:
     d, cfg = doc["detail"], doc["config"]
     r = d["resolved"]
     defs = cfg.get("definitions", "suite")
     short = d.get("n_short", {})
+    th_kl = r.get("slope_threshold_kl", r["slope_threshold"])
+    th = (
+        f"slope threshold {r['slope_threshold']:.3g}"
+        if th_kl == r["slope_threshold"]
+        else f"slope threshold L2 {r['slope_threshold']:.3g}, KL {th_kl:.3g} nats"
+    )
     lines = [
         f"**P1 {cfg['scheme']} scheme, units `{r['units']}`, `{defs}` definitions** ({d['n_curves']} curves"
         + (f", {short} cut below 7 points" if any(short.values()) else "")
         + "; "
-        f"absolute step {r['abs_step']:.3f}, plateau distance {r['plateau_distance']:.2f}, slope threshold {r['slope_threshold']})",
+        f"absolute step {r['abs_step']:.3f}, plateau distance {r['plateau_distance']:.2f}, {th})",
         "",
-        "| feature | real (mean +- sd) | random N(mu, Sigma) | KS real vs random | published real | published random | published KS |",
-        "|---|---|---|---|---|---|---|",
+        "| feature | real (mean +- sd) | random N(mu, Sigma) | real - random [95 % CI] | KS real vs random [95 % CI] | published real | published random | published KS |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for k, v in d["features"].items():
+    for k, v in p1_features(doc, path).items():
         pub = (
             PUBLISHED_P1.get(k, ("", "", ""))
             if doc["config"]["scheme"] == ("absolute" if k == "plateau_length" else "relative")
             else ("", "", "")
         )
+        diff = f"{v['diff']:+.2f} [{v['diff_ci'][0]:+.2f}, {v['diff_ci'][1]:+.2f}]"
+        ks = f"{v['ks']:.3f} [{v['ks_ci'][0]:.3f}, {v['ks_ci'][1]:.3f}]"
         lines.append(
-            f"| {k} | {fmt(v['ref'])} | {fmt(v['other'])} | {v['ks']:.3f} | {pub[0]} | {pub[1]} | {pub[2]} |"
+            f"| {k} | {fmt(v['ref'])} | {fmt(v['other'])} | {diff} | {ks} | {pub[0]} | {pub[1]} | {pub[2]} |"
         )
     return "\n".join(lines)
 
@@ -89,7 +113,8 @@ def main(folder: str) -> None:
         render = {"p1": p1_table, "p2": p2_table, "p3": p3_table}.get(doc.get("kind"))
         if render is None:
             continue
-        print(f"### `{path.name}`\n\n{render(doc)}\n\n![]({path.with_suffix('.png').name})\n")
+        table = render(doc, path) if render is p1_table else render(doc)
+        print(f"### `{path.name}`\n\n{table}\n\n![]({path.with_suffix('.png').name})\n")
 
 
 if __name__ == "__main__":
