@@ -186,10 +186,10 @@ def load_entries(track_id: str, root: Path = ROOT) -> list[dict]:
             rep = members[r.name][1]
             sub, h = rep.submission, rep.headline
             tie = ""
-            if r.diff_ci is not None:
+            if r.diff_ci is not None:  # this entry - the one above, and that difference's interval
                 tie = (
-                    f"{'tied' if r.tied_with_above else 'below'}: -{r.diff_to_above:.3f} "
-                    f"[{r.diff_ci[0]:.3f}, {r.diff_ci[1]:.3f}]"
+                    f"{'tied' if r.tied_with_above else 'below'}: {-r.diff_to_above:+.3f} "
+                    f"[{-r.diff_ci[1]:+.3f}, {-r.diff_ci[0]:+.3f}]"
                 )
             rows.append(
                 {

@@ -235,3 +235,17 @@ def test_html_renders_and_sorts_in_headless_chromium(board, tmp_path):
     assert dom.index("row-alpha") < dom.index("row-beta") < dom.index("row-gamma")
     dom = run("--dump-dom", url).stdout
     assert dom.index("row-beta") < dom.index("row-alpha")
+
+
+def test_the_difference_to_the_entry_above_is_printed_with_its_own_interval(board):
+    """``vs entry above``: this entry minus the one above, inside its paired interval (the
+    interval was once printed for the opposite difference)."""
+    import re
+
+    rows = [r for r in load_entries("trk", board.parent) if r["tie"]]
+    assert [r["name"] for r in rows] == ["alpha", "gamma"]
+    for r in rows:
+        m = re.fullmatch(r"(tied|below): ([+-][0-9.]+) \[([+-][0-9.]+), ([+-][0-9.]+)\]", r["tie"])
+        assert m, r["tie"]
+        d, lo, hi = (float(m.group(i)) for i in (2, 3, 4))
+        assert lo <= d <= hi < 0 and m.group(1) == "below"  # 0.7 and 0.15 below, resolved
