@@ -206,12 +206,24 @@ def load_entries(track_id: str, root: Path = ROOT) -> list[dict]:
                     "uses": _text(sub.get("uses")),
                     "sae": _sae_text(sub.get("sae")),
                     "track_sha256": rep.track.manifest_sha256,
+                    "scored": _scored_text(rep),
                     "generator": _text(sub.get("generator")),
                     "plot": f"{sub['name']}.png",
                     "features": {k: v.ks for k, v in rep.features.items()},
                 }
             )
     return rows
+
+
+def _scored_text(rep: ScoreReport) -> str:
+    """How densely an entry was probed: points, radius directions and bisection rounds, P2 steps
+    and bootstrap draws (a quick board's records say so)."""
+    c, pr = rep.config, rep.config.probes
+    return (
+        f"{rep.headline.n_points} points; probes {', '.join(pr.probes)} (radius: "
+        f"{pr.n_directions} directions x {pr.bisect_steps} bisection rounds; P2: {pr.p2_steps} "
+        f"steps); {c.n_boot} bootstrap draws"
+    )
 
 
 def _sae_text(sae) -> str:
@@ -225,7 +237,14 @@ def _sae_text(sae) -> str:
 def data_line(rows: list[dict], code: str = "`") -> str:
     """Which track data the board was scored on (every ranked record shares it)."""
     shas = sorted({r.get("track_sha256") for r in rows if r.get("track_sha256")})
-    return "Track data: manifest sha256 " + ", ".join(f"{code}{s}{code}" for s in shas) + "."
+    scored = sorted({r["scored"] for r in rows if r.get("scored")})
+    return (
+        "Track data: manifest sha256 "
+        + ", ".join(f"{code}{s}{code}" for s in shas)
+        + ". Scored with "
+        + "; ".join(scored)
+        + "."
+    )
 
 
 def plot_scores(track_id: str, rows: list[dict], path: Path) -> Path:

@@ -73,6 +73,11 @@ def test_sorted_by_score(board):
     assert [r["name"] for r in rows] == ["beta", "alpha", "gamma"]
     md = (board / "README.md").read_text()
     assert md.index("| 1 | beta |") < md.index("| 2 | alpha |")
+    # the board says how densely its records were probed (the committed record's config)
+    cfg = json.loads((BOARD / "gaussian.json").read_text())["config"]
+    n = json.loads((BOARD / "gaussian.json").read_text())["headline"]["n_points"]
+    assert f"Scored with {n} points;" in md
+    assert f"{cfg['probes']['n_directions']} directions x" in md
 
 
 REFERENCE = {"category": "reference", "verified_by": "in_repo", "access": ["heldout"]}
