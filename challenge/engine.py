@@ -123,8 +123,19 @@ def _half_log_mix(D: Tensor) -> Tensor:
 LN2 = math.log(2.0)
 
 
+def divergence_block(vocab: int) -> int:
+    """Steps per pass of :func:`distribution_divergences`: 128 up to a 64k vocabulary (SmolLM2:
+    a 25 MB block), else the largest power of two whose block holds at most 2^22 floats
+    (Gemma's 262k: 16 steps). Measured on one core: Gemma's JS pass takes 48 ms per row with 32
+    or 128 steps per block and 23-29 ms with 4-16; the results are bit-identical."""
+    if vocab <= 65536:
+        return 128
+    fit = (1 << 22) // vocab
+    return 1 << (fit.bit_length() - 1) if fit else 1
+
+
 def distribution_divergences(
-    logits: Float[Tensor, "batch step vocab"], block: int = 128, js: bool = True
+    logits: Float[Tensor, "batch step vocab"], block: int | None = None, js: bool = True
 ) -> dict[str, Tensor]:
     """KL(p_0||p_s), JS(p_0, p_s), H(p_0, p_s) and top-1 change, against step 0 of each row.
 
@@ -134,10 +145,12 @@ def distribution_divergences(
     CE = KL + H(p_0), and JS = -1/2 sum p_0 g(D) - 1/2 sum p_s g(-D) with
     g(D) = log((1 + e^D) / 2), which is 0 term by term where D = 0 (the textbook
     ``ln 2 - ...`` form leaves an fp32 residue of ln 2 |1 - sum p|, ~1e-5 over 49k tokens).
-    Computed curve by curve in blocks of ``block`` steps, so each pass stays in cache.
+    Computed curve by curve in blocks of ``block`` steps (``None``: :func:`divergence_block`),
+    so each pass stays in cache.
     ``js=False`` skips JS (its two transcendental passes cost more than KL and CE together)
     and returns it as NaN."""
-    B, S, _ = logits.shape
+    B, S, V = logits.shape
+    block = block or divergence_block(V)
     out = {k: torch.empty(B, S, device=logits.device) for k in ("kl", "ce")}
     out["js"] = torch.full((B, S), float("nan"), device=logits.device)
     top = torch.empty(B, S, dtype=torch.long, device=logits.device)

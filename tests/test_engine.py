@@ -10,6 +10,7 @@ from challenge.engine import (
     EngineConfig,
     PerturbationEngine,
     distribution_divergences,
+    divergence_block,
     parse_resid_hook,
 )
 from challenge.errors import ConfigError
@@ -153,3 +154,22 @@ def test_bad_hooks_are_refused(smollm):
             ),
         )
     assert parse_resid_hook("blocks.0.hook_resid_post", 12) == 1
+
+
+def test_divergence_blocks_shrink_for_large_vocabularies_without_changing_values():
+    assert divergence_block(49152) == 128  # SmolLM2: unchanged
+    assert divergence_block(262144) == 16  # Gemma 3: 16 x 262k floats = 16 MB per pass
+    assert divergence_block(100000) == 32 and divergence_block(10**8) == 1
+    g = torch.Generator().manual_seed(0)
+    logits = 3 * torch.randn(1, 40, 262144, generator=g)
+    small, big = distribution_divergences(logits), distribution_divergences(logits, block=128)
+    # Each step's values are row-wise computations; only the blocking of the reductions may
+    # differ. Bound: a float32 sum of V terms errs by <= V u sum|terms| in the worst case; the
+    # terms here are p0 |D| (KL, CE) and their JS analogues, each <= p0 (|D| + 1).
+    u = float(np.finfo(np.float32).eps) / 2
+    lp = torch.log_softmax(logits[0].double(), -1)
+    scale = (lp[0].exp() * ((lp - lp[0]).abs() + 1)).sum(-1).float()
+    bound = 262144 * u * scale
+    for k in ("kl", "ce", "js"):
+        assert ((small[k][0] - big[k][0]).abs() <= bound).all(), k
+    assert torch.equal(small["top1_changed"], big["top1_changed"])
