@@ -101,6 +101,28 @@ class Interpolation:
         return (1 - a) * self.acts[i] + a * self.acts[j]
 
 
+class NoisyCopy:
+    """Public real rows plus noise shaped like real variation: e ~ N(0, Sigma) of the public rows,
+    rescaled to 10 % of the row's norm (the smallest noise the copy check lets through on the
+    default track, docs/integrity.md). A reference line: the bar a cheap copier reaches."""
+
+    name, uses, access = "noisy_copy", ["public_activations"], ("public",)
+    reference = True  # real rows, lightly moved: shown for comparison, not ranked
+    description = "public real rows + N(0, Sigma) noise at 10 % of each row's norm (a copier's bar)"
+    scale = 0.10
+
+    def fit(self, track, lm) -> None:
+        self.acts = track.acts("public")
+        self.stats = ActivationStats.fit(self.acts)
+
+    def sample(self, n: int, *, seed: int) -> Tensor:
+        g = as_generator(seed)
+        x = self.acts[_rows(n, len(self.acts), g)].double()
+        e = torch.randn(x.shape, generator=g, dtype=torch.float64) @ self.stats.chol.double().T
+        e = e / e.norm(dim=1, keepdim=True) * self.scale * x.norm(dim=1, keepdim=True)
+        return (x + e).float()
+
+
 class HeldoutReal:
     """Oracle upper bound: held-out real activations outside the scorer's reference half (a real
     sample disjoint from the reference; uses held-out data)."""
@@ -494,6 +516,7 @@ GENERATORS: dict[str, Callable[[], Generator]] = {
     "single_latent": SingleLatent,
     "interpolation": Interpolation,
     "heldout_real": HeldoutReal,
+    "noisy_copy": NoisyCopy,
     "token_cluster": TokenCluster,
     "spliced_prompts": SplicedPrompts,
     "unigram_prompts": lambda: SplicedPrompts(unigram=True),

@@ -12,9 +12,11 @@ from baselines.generators import (
     SingleLatent,
     Structured,
     TokenCluster,
+    _rows,
     decode_sparse,
     sparsity_neighbours,
 )
+from challenge.directions import as_generator
 from challenge.sae import SAEConfig, train_sae
 from challenge.submission import Generator
 
@@ -277,3 +279,25 @@ def test_the_library_does_not_import_the_baselines():
         for line in p.read_text().splitlines():
             code = line.split("#")[0]
             assert not code.lstrip().startswith(("import baselines", "from baselines")), p
+
+
+def test_noisy_copy_is_a_public_row_moved_by_a_tenth_of_its_norm(fitted, track):
+    """The copier's bar (docs/integrity.md): each row is a distinct public row plus noise of
+    exactly 10 % of its norm, drawn from the public covariance (so mostly in the directions real
+    rows vary along)."""
+    g = fitted["noisy_copy"]
+    x = g.sample(N, seed=0).double()
+    pub = track.acts("public").double()
+    src = _rows(N, len(pub), as_generator(0))  # the generator's own draw of source rows
+    assert len(set(src.tolist())) == N  # without replacement
+    e = x - pub[src]
+    ratio = e.norm(dim=1) / pub[src].norm(dim=1)
+    # x = fl32(x64 + e64): the stored row errs by <= u |x| per coordinate (u = 2^-24)
+    tol = U32 * x.norm(dim=1) / pub[src].norm(dim=1) * 2
+    assert ((ratio - 0.10).abs() <= tol).all()
+    # the noise lies in the high-variance directions: its mean projection on the top-10
+    # principal directions of the public rows exceeds an isotropic direction's by far
+    pc = torch.linalg.svd(pub - pub.mean(0), full_matrices=False).Vh[:10]
+    share = ((e @ pc.T).norm(dim=1) / e.norm(dim=1)) ** 2
+    assert share.mean() > 5 * 10 / track.d_model
+    assert getattr(GENERATORS["noisy_copy"], "reference", False)  # not ranked
