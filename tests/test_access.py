@@ -57,6 +57,7 @@ def test_categories_of_the_in_repo_generators():
     got = {name: generator_access(make())["category"] for name, make in GENERATORS.items()}
     reference = {"heldout_real", "spliced_prompts", "unigram_prompts", "sae_reconstruction"}
     reference |= {"e2e_sae_reconstruction"}  # SAE(x) of real rows through the e2e SAE
+    reference |= {"noisy_copy"}  # public rows + 10 % noise: the copier's bar, shown not ranked
     assert {n for n, c in got.items() if c == "reference"} == reference
     assert {n for n, c in got.items() if c == "synthetic"} == set(GENERATORS) - reference
     assert category_of(["public", "sae"]) == "synthetic"
