@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from jaxtyping import Float
 from torch import Tensor
 
 from challenge.directions import ActivationStats, as_generator, gaussian_like, jittered_cholesky
@@ -116,11 +117,24 @@ class NoisyCopy:
         self.stats = ActivationStats.fit(self.acts)
 
     def sample(self, n: int, *, seed: int) -> Tensor:
-        g = as_generator(seed)
-        x = self.acts[_rows(n, len(self.acts), g)].double()
-        e = torch.randn(x.shape, generator=g, dtype=torch.float64) @ self.stats.chol.double().T
-        e = e / e.norm(dim=1, keepdim=True) * self.scale * x.norm(dim=1, keepdim=True)
-        return (x + e).float()
+        return moved_rows(self.acts, n, self.scale, as_generator(seed), self.stats.chol)
+
+
+def moved_rows(
+    acts: Float[Tensor, "m d"],
+    n: int,
+    scale: float,
+    g: torch.Generator,
+    chol: Float[Tensor, "d d"] | None = None,
+) -> Float[Tensor, "n d"]:
+    """``n`` rows of ``acts`` (a permutation prefix, :func:`_rows`), each moved by ``scale`` of
+    its norm along a random direction: isotropic, or ``N(0, chol chol^T)``-shaped with ``chol``."""
+    x = acts[_rows(n, len(acts), g)].double()
+    e = torch.randn(x.shape, generator=g, dtype=torch.float64)
+    if chol is not None:
+        e = e @ chol.double().T
+    e = e / e.norm(dim=1, keepdim=True) * scale * x.norm(dim=1, keepdim=True)
+    return (x + e).float()
 
 
 class HeldoutReal:

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import torch
 
-from challenge.directions import ActivationStats
+from baselines.generators import moved_rows
+from challenge.directions import ActivationStats, as_generator
 from challenge.errors import ChallengeError
 from challenge.models import load_model
 from challenge.scorer import ScoreConfig, score_submission
@@ -33,20 +34,12 @@ from challenge.validate import required_n
 
 
 def attack_rows(public: torch.Tensor, kind: str, n: int, seed: int = 0) -> torch.Tensor:
-    """``n`` public rows with noise of ``kind`` (``iso<p>`` or ``cov<p>``)."""
-    g = torch.Generator().manual_seed(seed)
-    x = public[torch.randperm(len(public), generator=g)[:n]].double()
-    p = float(kind[3:]) / 100
-    if kind.startswith("iso"):
-        e = torch.randn(x.shape, generator=g, dtype=torch.float64)
-    elif kind.startswith("cov"):
-        stats = ActivationStats.fit(public)
-        z = torch.randn(x.shape, generator=g, dtype=torch.float64)
-        e = z @ stats.chol.double().T  # N(0, Sigma)
-    else:
+    """``n`` public rows with noise of ``kind`` (``iso<p>`` or ``cov<p>``;
+    ``baselines.generators.moved_rows``, which the ``noisy_copy`` reference line uses)."""
+    if kind[:3] not in ("iso", "cov"):
         raise ValueError(f"unknown attack {kind!r}: iso<p> or cov<p>")
-    e = e / e.norm(dim=1, keepdim=True) * p * x.norm(dim=1, keepdim=True)
-    return (x + e).float()
+    chol = ActivationStats.fit(public).chol if kind.startswith("cov") else None
+    return moved_rows(public, n, float(kind[3:]) / 100, as_generator(seed), chol)
 
 
 def main() -> None:

@@ -37,6 +37,7 @@ def p1_features(doc: dict, path: Path) -> dict:
 
 
 def p1_table(doc: dict, path: Path) -> str:
+    """``path``: the result's JSON (renderers get it to read the run's arrays beside it)."""
     d, cfg = doc["detail"], doc["config"]
     r = d["resolved"]
     defs = cfg.get("definitions", "suite")
@@ -70,7 +71,7 @@ def p1_table(doc: dict, path: Path) -> str:
     return "\n".join(lines)
 
 
-def p2_table(doc: dict) -> str:
+def p2_table(doc: dict, path: Path) -> str:
     doc = doc | doc["detail"]
     lines = [
         f"**P2 stable regions** ({doc['n_pairs']} adjacent pairs, {doc['config']['n_steps']} steps, {doc['config']['variant']})",
@@ -90,7 +91,7 @@ def p2_table(doc: dict) -> str:
     return "\n".join(lines)
 
 
-def p3_table(doc: dict) -> str:
+def p3_table(doc: dict, path: Path) -> str:
     doc = doc | doc["detail"]
     L = doc["lengths"]
     lines = [
@@ -113,8 +114,7 @@ def main(folder: str) -> None:
         render = {"p1": p1_table, "p2": p2_table, "p3": p3_table}.get(doc.get("kind"))
         if render is None:
             continue
-        table = render(doc, path) if render is p1_table else render(doc)
-        print(f"### `{path.name}`\n\n{table}\n\n![]({path.with_suffix('.png').name})\n")
+        print(f"### `{path.name}`\n\n{render(doc, path)}\n\n![]({path.with_suffix('.png').name})\n")
 
 
 if __name__ == "__main__":

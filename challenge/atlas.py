@@ -174,22 +174,27 @@ def run_cell(engine: PerturbationEngine, x: CellInputs, cfg: AtlasConfig) -> dic
         dirs=unit_directions(n, cfg.n_directions, d, rng.generator(cfg.seed, "atlas.directions")),
         ap_ends=gaussian_like(stats, n, rng.generator(cfg.seed, "atlas.ap_ends")),
     )
+    groups = tested_groups(x, cfg)
     out: dict[str, np.ndarray] = {f"units/{k}": np.asarray(v) for k, v in units.items()}
-    for g, pts in tested_groups(x, cfg).items():
+    for g, pts in groups.items():
         feats = run_probes(engine, pts, slots, x.public, units, cfg.probes())
         out |= {f"{g}/{k}": np.asarray(v, dtype=np.float64) for k, v in feats.items()}
-    return out | run_p1_cell(engine, x, cfg, units)
+    return out | run_p1_cell(engine, x, groups, cfg, units)
 
 
 def run_p1_cell(
-    engine: PerturbationEngine, x: CellInputs, cfg: AtlasConfig, units: dict[str, float]
+    engine: PerturbationEngine,
+    x: CellInputs,
+    groups: dict[str, Float[Tensor, "n d"]],
+    cfg: AtlasConfig,
+    units: dict[str, float],
 ) -> dict[str, np.ndarray]:
-    """The P1 part of a cell (published definitions, the layer's scale-free units): per group
-    ``p1.ms_l2`` / ``p1.ms_kl`` and the curves they were read from."""
+    """The P1 part of a cell (published definitions, the layer's scale-free units): per group of
+    :func:`tested_groups` ``p1.ms_l2`` / ``p1.ms_kl`` and the curves they were read from."""
     p1cfg = cfg.p1()
     r = resolve_p1(p1cfg, units)
     out: dict[str, np.ndarray] = {}
-    for g, pts in tested_groups(x, cfg).items():
+    for g, pts in groups.items():
         curves, p1f, extra = p1_published_probe(
             engine, x.tokens, x.context, pts, None, p1cfg, r, desc=f"P1 {g}"
         )
@@ -209,7 +214,7 @@ def upgrade_cell(
     other probes' features kept, P1 re-run in the units the cell measured."""
     units = {k.split("/", 1)[1]: float(v) for k, v in old.items() if k.startswith("units/")}
     kept = {k: v for k, v in old.items() if not k.split("/")[-1].startswith("p1.")}
-    return kept | run_p1_cell(engine, x, cfg, units)
+    return kept | run_p1_cell(engine, x, tested_groups(x, cfg), cfg, units)
 
 
 # ------------------------------------------------------------------------------ summaries
@@ -333,17 +338,14 @@ class AtlasResult(Result):
 
 
 # ------------------------------------------------------------------------------ driver
-def _cell_path(cfg: AtlasConfig, track_id: str, layer: int) -> Path:
-    return Path(cfg.out) / track_id / "cells" / f"L{layer:02d}-{cfg.cell_key()}.npz"
+def _cell_path(cfg: AtlasConfig, track_id: str, layer: int, version: int = CELL_VERSION) -> Path:
+    return Path(cfg.out) / track_id / "cells" / f"L{layer:02d}-{cfg.cell_key(version)}.npz"
 
 
 def _old_cell(cfg: AtlasConfig, track_id: str, layer: int) -> Path | None:
     """A cached cell of a version :func:`upgrade_cell` can bring up to date, if any."""
-    for v in P1_ONLY_CHANGED:
-        p = Path(cfg.out) / track_id / "cells" / f"L{layer:02d}-{cfg.cell_key(v)}.npz"
-        if p.exists():
-            return p
-    return None
+    found = (_cell_path(cfg, track_id, layer, v) for v in P1_ONLY_CHANGED)
+    return next((p for p in found if p.exists()), None)
 
 
 def _save_cell(path: Path, cell: dict[str, np.ndarray]) -> None:
