@@ -33,7 +33,7 @@ def features(npz: Path, group: str) -> dict[str, np.ndarray]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--board", type=Path, default=Path("leaderboard/smollm2-135m-l1"))
-    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--seeds", type=int, default=5, help="classifier seeds per entry (0: skip)")
     ap.add_argument("--plot", type=Path, default=Path("docs/img/scoring_contamination.png"))
     ap.add_argument("--out", type=Path, default=None, help="JSON of every number printed")
     a = ap.parse_args()
@@ -57,7 +57,7 @@ def main() -> None:
         curve.append({"x": x, "score": h.score, "ci": list(h.ci), "auc": h.auc})
         print(f"contamination {x:3d} %: score {h.score:.3f} [{h.ci[0]:.3f}, {h.ci[1]:.3f}]")
     spread = {}
-    for name, rep in reps.items():
+    for name, rep in reps.items() if a.seeds else ():
         sub = features(a.board / f"{name}.npz", "submission")
         scores = [compare(ref, sub, replace(cfg, seed=s))[0].score for s in range(a.seeds)]
         with np.load(a.board / f"{name}.npz") as z:

@@ -48,7 +48,9 @@ STREAMS: dict[str, Stream] = {
     "scorer.directions": Stream(3, doc="each slot's random radius directions"),
     "scorer.ap_ends": Stream(4, doc="each slot's N(mu, Sigma) AP end point"),
     "scorer.reference_order": Stream(5, doc="the order in which reference rows fill the slots"),
-    "scorer.folds": Stream(6, doc="cross-fitting folds of the slots, and the classifier's seed"),
+    "scorer.folds": Stream(
+        6, 1000, "cross-fitting folds of the slots and the classifier's seed (index: the repeat)"
+    ),
     "scorer.bootstrap": Stream(8, doc="bootstrap resamples of the slots (shared by all entries)"),
     # studies
     "layers.control": Stream(0, 1, "cov-random-mixture control at write layer index"),

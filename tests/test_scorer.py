@@ -3,6 +3,7 @@ rows pull the score down in order (a contamination curve on the tiny track), and
 the typed ``plateau-score/2`` layout of the committed leaderboard records."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +15,19 @@ from challenge.directions import ActivationStats, gaussian_like
 from challenge.errors import ConfigError
 from challenge.probes import ProbeConfig
 from challenge.scorer import (
+    SCORER_VERSION,
+    ClassifierConfig,
     ScoreConfig,
     ScoreReport,
     auc,
     bootstrap_slots,
+    compare,
+    fold_of_slots,
     n_slots,
     oracle_rows,
+    out_of_fold_scores,
     reference_rows,
+    rescore,
     score_of_auc,
     score_points,
     score_submission,
@@ -108,6 +115,74 @@ def test_rescoring_is_deterministic(contamination, smollm, tiny_track):
     )
 
 
+def _features(arrays: dict, who: str) -> dict:
+    return {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(f"{who}/")}
+
+
+def _matrix(arrays: dict, who: str) -> np.ndarray:
+    f = _features(arrays, who)
+    return np.stack([f[k] for k in FEATURES], axis=1)
+
+
+def test_the_auc_is_the_mean_over_cross_fitting_repeats(contamination):
+    """Scorer 2.1: each repeat has its own fold split (repeat 0 is scorer 2.0's single split,
+    score for score) and the headline AUC is the mean of the repeats' AUCs; a bootstrap draw
+    resamples the same slots in every repeat."""
+    arrays = contamination[50].arrays
+    ref, sub = _matrix(arrays, "reference"), _matrix(arrays, "submission")
+    one = replace(CFG, classifier=ClassifierConfig(n_repeats=1))
+    three = replace(CFG, classifier=ClassifierConfig(n_repeats=3))
+    r1, s1 = out_of_fold_scores(ref, sub, one)
+    r3, s3 = out_of_fold_scores(ref, sub, three)
+    assert r3.shape == s3.shape == (3, 64)
+    assert np.array_equal(r3[0], r1[0]) and np.array_equal(s3[0], s1[0])
+    folds = [fold_of_slots(64, 5, CFG.seed, r) for r in range(3)]
+    assert all(np.bincount(f).tolist() == [13, 13, 13, 13, 12] for f in folds)
+    assert not np.array_equal(folds[0], folds[1]) and not np.array_equal(folds[1], folds[2])
+    head, _, out = compare(_features(arrays, "reference"), _features(arrays, "submission"), three)
+    assert head.auc == np.mean([auc(r3[i], s3[i]) for i in range(3)])
+    assert np.array_equal(out["oof/reference"], r3) and np.array_equal(out["oof/submission"], s3)
+    i = bootstrap_slots(64, three.n_boot, three.seed)[7]
+    want = score_of_auc(np.mean([auc(r3[r, i], s3[r, i]) for r in range(3)]))
+    assert out["bootstrap/score"][7] == want
+    # the board's default
+    assert contamination[50].config.classifier.n_repeats == 5
+    assert contamination[50].arrays["oof/reference"].shape == (5, 64)
+
+
+def test_rescore_remakes_a_record_from_its_stored_features(written, tmp_path):
+    """``plateau rescore``: a record re-made with its own classifier is the same record; with
+    another classifier it has that classifier's headline on the same features, and it names the
+    scorer it was re-made from. Records of a scorer whose features differ are refused."""
+    import shutil
+
+    rep, out = written
+    for ext in (".json", ".npz"):
+        shutil.copy(out / f"gaussian{ext}", tmp_path / f"gaussian{ext}")
+    path = tmp_path / "gaussian.json"
+    same = rescore(path, rep.config.classifier)
+    assert same.headline == rep.headline and same.features == rep.features
+    assert same.provenance["rescored"]["from_scorer"] == SCORER_VERSION
+    two = ClassifierConfig(n_repeats=2)
+    again = rescore(path, two)
+    want, _, _ = compare(
+        _features(rep.arrays, "reference"),
+        _features(rep.arrays, "submission"),
+        replace(rep.config, classifier=two),
+    )
+    assert again.headline == want and again.config.probes == rep.config.probes
+    assert again.config.n_points == rep.config.n_points == 40
+    with np.load(tmp_path / "gaussian.npz") as z:
+        assert np.array_equal(z["rows"], rep.arrays["rows"])
+        for k in FEATURES:
+            assert np.array_equal(z[f"submission/{k}"], rep.arrays[f"submission/{k}"])
+        assert z["oof/reference"].shape == (2, 40)
+    doc = json.loads(path.read_text())
+    path.write_text(json.dumps(doc | {"scorer_version": "1.0"}))
+    with pytest.raises(ConfigError, match="gaussian.json: scored by scorer 1.0"):
+        rescore(path)
+
+
 def test_score_of_auc_exact_values():
     assert score_of_auc(0.5) == 1.0 and score_of_auc(1.0) == 0.0 and score_of_auc(0.75) == 0.5
     assert score_of_auc(0.3) == 1.0  # below chance: clipped (noise, not "better than real")
@@ -167,6 +242,7 @@ def test_every_row_is_scored_by_default(contamination, tiny_track):
         ({"probes": {"probes": ("sideways",)}}, "probes"),
         ({"probes": {"n_directions": 0}}, "n_directions"),
         ({"classifier": {"n_folds": 1}}, "n_folds"),
+        ({"classifier": {"n_repeats": 0}}, "n_repeats"),
     ],
 )
 def test_score_config_refuses_bad_values(kw, field):

@@ -30,6 +30,7 @@ COMMANDS: dict[str, Callable] = {
     "submit": submissions.submit,
     "verify-generator": submissions.verify_generator,
     "leaderboard": submissions.leaderboard,
+    "rescore": submissions.rescore,
     "main": submissions.main,
     "train-sae": baselines.train_sae,
     "find-features": baselines.find_features,

@@ -150,6 +150,38 @@ def leaderboard(track: str = DEFAULT_TRACK, board: Path = Path("leaderboard")) -
     print(render_markdown(tid, render(tid, board)))
 
 
+def rescore(track: str = DEFAULT_TRACK, board: Path = Path("leaderboard")) -> None:
+    """Re-make every record of <board>/<track id>/ under the current scorer version and
+    classifier from the per-point features it stores (no model run; e.g. scorer 2.0 -> 2.1, the
+    mean over cross-fitting repeats), then re-render the board. A record whose features cannot
+    be re-used is refused, naming its file.
+
+    Args:
+        track: registered track id (or a track directory: its track id is used).
+        board: leaderboard root.
+    """
+    import json
+    from dataclasses import asdict
+
+    from tqdm.auto import tqdm
+
+    from challenge.leaderboard import render, render_markdown
+    from challenge.scorer import SCORER_VERSION, ClassifierConfig
+    from challenge.scorer import rescore as _rescore
+    from challenge.track import TRACKS
+
+    tid = track if track in TRACKS else resolve_track(track, build=False).spec.track_id
+    paths = sorted(p for p in (board / tid).glob("*.json") if p.with_suffix(".npz").exists())
+    for p in tqdm(paths, desc=f"rescore {tid}", unit="record"):
+        doc = json.loads(p.read_text())
+        current = doc.get("scorer_version") == SCORER_VERSION
+        if current and doc.get("config", {}).get("classifier") == asdict(ClassifierConfig()):
+            continue  # already made by this scorer and classifier
+        h = _rescore(p).headline
+        print(f"{p.stem}: {h.score:.3f} [{h.ci[0]:.3f}, {h.ci[1]:.3f}] (scorer {SCORER_VERSION})")
+    print(render_markdown(tid, render(tid, board)))
+
+
 @dataclass
 class MainCommand(MainConfig):
     """The main job on a track."""

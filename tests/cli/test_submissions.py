@@ -76,6 +76,30 @@ def test_submit_then_leaderboard(plateau, submission, tiny_track_dir, tmp_path, 
     }  # fmt: skip
 
 
+def test_rescore_remakes_older_records_from_their_features(
+    plateau, submission, tiny_track_dir, tmp_path, read_json
+):
+    """``plateau rescore``: a record of scorer 2.0 (one cross-fitting split) is re-made under the
+    current scorer from its stored features, giving the headline a fresh submit gives; a current
+    record is left as it is."""
+    board = tmp_path / "board"
+    plateau("submit", submission, "--track", tiny_track_dir, *SMALL, "--board", board)
+    record = board / TINY / "gaussian.json"
+    fresh = read_json(record)
+    before = record.read_bytes()
+    out = plateau("rescore", "--track", tiny_track_dir, "--board", board)
+    assert record.read_bytes() == before and f"# Leaderboard: `{TINY}`" in out
+    old = json.loads(before) | {"scorer_version": "2.0"}
+    old["config"]["classifier"]["n_repeats"] = 1
+    record.write_text(json.dumps(old))
+    out = plateau("rescore", "--track", tiny_track_dir, "--board", board)
+    new = read_json(record)
+    assert "gaussian: " in out and "(scorer 2.1)" in out
+    assert new["scorer_version"] == "2.1" and new["config"] == fresh["config"]
+    assert new["headline"] == fresh["headline"] and new["features"] == fresh["features"]
+    assert new["provenance"]["rescored"]["from_scorer"] == "2.0"
+
+
 def test_an_existing_name_is_refused_unless_replace(
     plateau, submission, tiny_track_dir, tmp_path, capsys
 ):
