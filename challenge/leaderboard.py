@@ -7,6 +7,8 @@ leaderboard/<track_id>/<submission>.npz    its arrays (per-point features, boots
 leaderboard/<track_id>/README.md           one table per section; synthetic entries ranked by
                                            paired bootstrap differences (ties share a rank)
 leaderboard/<track_id>/scores.png          every entry's score and 95 % interval, by section
+leaderboard/<track_id>/plateaus.png        per entry: the share of its points whose plateau
+                                           radius exceeds r, against held-out real (radius probe)
 leaderboard/<track_id>/index.html          the same, sortable (no external assets), each entry's plot
 ```
 
@@ -279,6 +281,71 @@ def plot_scores(track_id: str, rows: list[dict], path: Path) -> Path:
     return save_figure(fig, path, dpi=90)
 
 
+RADIUS = "radius.mean_log"
+"""The per-point feature :func:`plot_plateau_curves` draws: mean log plateau radius over the
+random directions, in units of the track's median write norm (``challenge.probes``)."""
+
+
+def _radii(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """Plateau radii (``exp`` of :data:`RADIUS`) of an entry's points and of the reference
+    points, or ``None`` when its record was probed without the radius probe."""
+    npz = path.with_suffix(".npz")
+    try:
+        with np.load(npz) as z:
+            if f"submission/{RADIUS}" not in z.files:
+                return None
+            sub, ref = z[f"submission/{RADIUS}"], z[f"reference/{RADIUS}"]
+    except (OSError, KeyError, ValueError) as e:
+        raise ChallengeError(f"radius features unreadable: {e}", file=str(npz)) from None
+    return np.exp(sub[np.isfinite(sub)]), np.exp(ref[np.isfinite(ref)])
+
+
+def plot_plateau_curves(track_id: str, rows: list[dict], folder: Path, path: Path) -> Path | None:
+    """One panel per entry (board order): the share of points whose plateau radius exceeds
+    ``r`` (the distance along a random direction at which KL first reaches the probe's
+    threshold; geometric mean over the directions), for the entry and for the held-out real
+    reference in the same slots. ``None`` (nothing written) when no record has radius
+    features."""
+    curves = {r["name"]: _radii(folder / f"{r['name']}.json") for r in rows}
+    named = [r for r in rows if curves[r["name"]] is not None]
+    if not named:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from challenge.plots import save_figure
+
+    colours = {"synthetic": "#1f77b4", "reference": "#7f7f7f", "unverified": "#ff7f0e"}
+    every = np.concatenate([np.concatenate(curves[r["name"]]) for r in named])
+    grid = np.geomspace(every.min(), every.max(), 200)
+    cols = min(6, len(named))
+    nrows = -(-len(named) // cols)
+    fig, axes = plt.subplots(
+        nrows, cols, figsize=(2.3 * cols, 1.9 * nrows + 0.6), sharex=True, sharey=True,
+        squeeze=False,
+    )  # fmt: skip
+    for ax, r in zip(axes.flat, named, strict=False):
+        sub, ref = curves[r["name"]]
+        ax.plot(grid, (ref[:, None] > grid).mean(0), "k--", lw=1.2, label="held-out real")
+        ax.plot(grid, (sub[:, None] > grid).mean(0), color=colours[r["section"]], lw=1.5,
+                label="entry")  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_title(f"{r['name']} ({r['score']:.2f})", fontsize=7)
+        ax.tick_params(labelsize=6)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(named) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=6)
+    fig.supxlabel("r (units of the median write norm)", fontsize=8)
+    fig.supylabel("share of points with plateau radius > r", fontsize=8)
+    fig.suptitle(
+        f"{track_id}: plateau radius around each point, entry vs held-out real", fontsize=9
+    )
+    return save_figure(fig, path, dpi=90)
+
+
 def sections(rows: list[dict]) -> dict[str, list[dict]]:
     """Rows by section, in ``SECTIONS`` order (empty sections left out)."""
     out = {k: [r for r in rows if r["section"] == k] for k in SECTIONS}
@@ -324,8 +391,24 @@ def render_markdown(track_id: str, rows: list[dict]) -> str:
         f"{SCORE_TEXT} Each entry's report is `<name>.json`, its plot `<name>.png`; design, "
         "probes and measured resolution: docs/scoring.md; sections and what is verified: "
         f"docs/integrity.md. {data_line(rows)}\n\n"
-        "![scores with 95 % intervals](scores.png)\n\n" + "\n".join(parts)
+        "![scores with 95 % intervals](scores.png)\n\n" + _curves_md(rows) + "\n".join(parts)
     )
+
+
+CURVES_TEXT = (
+    "The plateau around each point: the share of an entry's points whose plateau radius exceeds "
+    "r, against the held-out real points in the same contexts (the radius probe)."
+)
+
+
+def _curves_md(rows: list[dict]) -> str:
+    return (
+        f"{CURVES_TEXT}\n\n![plateau radius curves](plateaus.png)\n\n" if _has_curves(rows) else ""
+    )
+
+
+def _has_curves(rows: list[dict]) -> bool:
+    return any(r.get("curves") for r in rows)
 
 
 def render_html(track_id: str, rows: list[dict]) -> str:
@@ -352,6 +435,11 @@ def render_html(track_id: str, rows: list[dict]) -> str:
             f'<h2>{e(title)}</h2>\n<p>{e(intro)}</p>\n<table class="board" id="board-{key}">'
             f"<thead><tr>{ths}<th>plot</th></tr></thead>\n<tbody>{''.join(trs)}</tbody></table>"
         )
+    curves = (
+        f'<p>{e(CURVES_TEXT)}</p>\n<p><img src="./plateaus.png" alt="plateau radius curves"></p>'
+        if _has_curves(rows)
+        else ""
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Plateau challenge leaderboard: {e(track_id)}</title>
 <style>
@@ -363,6 +451,7 @@ th{{background:#eef;cursor:pointer;user-select:none}} th.sorted{{background:#ccf
 <p>{e(SCORE_TEXT)} Only synthetic entries are ranked (docs/integrity.md). Click a column to sort.</p>
 <p>{e(data_line(rows, code=""))}</p>
 <p><img src="./scores.png" alt="every entry's score with its 95 % interval"></p>
+{curves}
 {chr(10).join(tables)}
 <script>
 let dir = {{}};
@@ -393,6 +482,9 @@ def render(track_id: str, root: Path = ROOT) -> list[dict]:
     d.mkdir(parents=True, exist_ok=True)
     if rows:
         plot_scores(track_id, rows, d / "scores.png")
+        if plot_plateau_curves(track_id, rows, d, d / "plateaus.png") is not None:
+            for r in rows:
+                r["curves"] = "plateaus.png"
     (d / "README.md").write_text(render_markdown(track_id, rows))
     (d / "index.html").write_text(render_html(track_id, rows))
     return rows

@@ -254,3 +254,33 @@ def test_the_difference_to_the_entry_above_is_printed_with_its_own_interval(boar
         assert m, r["tie"]
         d, lo, hi = (float(m.group(i)) for i in (2, 3, 4))
         assert lo <= d <= hi < 0 and m.group(1) == "below"  # 0.7 and 0.15 below, resolved
+
+
+def test_plateau_curves_are_drawn_from_the_records_radius_features(board, tmp_path):
+    """The board's curve panel (``plateaus.png``, linked from README and HTML) exists only when
+    records carry the radius probe's features, and each curve is the share of points whose
+    radius exceeds r: 1 below the smallest radius, 0 above the largest, never rising."""
+    from challenge.leaderboard import RADIUS, _radii
+
+    assert not (board / "plateaus.png").exists()  # bootstrap-only records: no curves
+    assert "plateaus.png" not in (board / "README.md").read_text()
+    d = tmp_path / BOARD.name
+    d.mkdir()
+    for name in ("gaussian", "heldout_real"):
+        for ext in (".json", ".npz"):
+            shutil.copy(BOARD / f"{name}{ext}", d / f"{name}{ext}")
+    render(BOARD.name, tmp_path)
+    assert (d / "plateaus.png").read_bytes()[:4] == b"\x89PNG"
+    assert "![plateau radius curves](plateaus.png)" in (d / "README.md").read_text()
+    assert '<img src="./plateaus.png"' in (d / "index.html").read_text()
+    sub, ref = _radii(d / "gaussian.json")
+    with np.load(d / "gaussian.npz") as z:
+        want = z[f"submission/{RADIUS}"].astype(np.float64)
+    # exp then log in float64: a few ulp of the largest |log r|
+    tol = 4 * np.finfo(np.float64).eps * max(1.0, np.abs(want).max())
+    np.testing.assert_allclose(np.log(sub), want, rtol=0, atol=tol)
+    grid = np.geomspace(sub.min() / 2, sub.max() * 2, 50)
+    share = (sub[:, None] > grid).mean(0)
+    assert share[0] == 1.0 and share[-1] == 0.0 and (np.diff(share) <= 0).all()
+    # N(mu, Sigma) points have smaller plateaus than held-out real ones (docs/scoring.md)
+    assert np.median(sub) < np.median(ref)
