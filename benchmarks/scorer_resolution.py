@@ -61,8 +61,10 @@ def main() -> None:
                     row[key] = headline(npz, seed, r)
         out[name] = row
         a.out.write_text(json.dumps(out, indent=1, sort_keys=True))
-    print("| entry | seeds | " + " | ".join(f"seed {s}" for s in range(5)) + " | sd (5 repeats) "
-          "| sd (one split, 2.0) | bootstrap sd | sd <= 0.025 |")
+    print(
+        "| entry | seeds | " + " | ".join(f"seed {s}" for s in range(5)) + " | sd (5 repeats) "
+        "| sd (one split, 2.0) | bootstrap sd | sd <= 0.025 |"
+    )
     print("|---" * 10 + "|")
     for name, row in sorted(out.items(), key=lambda kv: -kv[1]["seed0/r5"]["score"]):
         seeds = sorted(int(k[4:].split("/")[0]) for k in row if k.endswith("/r5"))
@@ -71,8 +73,11 @@ def main() -> None:
         boot = np.mean([row[f"seed{s}/r5"]["boot_sd"] for s in seeds])
         cells = [f"{row[f'seed{s}/r5']['score']:.3f}" if s in seeds else "-" for s in range(5)]
         sd5, sd1 = np.std(s5, ddof=1), np.std(s1, ddof=1)
-        print(f"| {name} | {len(seeds)} | " + " | ".join(cells)
-              + f" | {sd5:.3f} | {sd1:.3f} | {boot:.3f} | {'yes' if sd5 <= TARGET else 'no'} |")
+        print(
+            f"| {name} | {len(seeds)} | "
+            + " | ".join(cells)
+            + f" | {sd5:.3f} | {sd1:.3f} | {boot:.3f} | {'yes' if sd5 <= TARGET else 'no'} |"
+        )
 
 
 if __name__ == "__main__":

@@ -38,8 +38,9 @@ def main() -> None:
                 continue
             meta, acts = read_submission(a.submissions / track.spec.track_id / name)
             t = time.perf_counter()
-            rep = score_points(track, lm, acts, replace(ScoreConfig(), seed=seed), meta,
-                               progress=False)
+            rep = score_points(
+                track, lm, acts, replace(ScoreConfig(), seed=seed), meta, progress=False
+            )
             rep.save(out_dir, name)
             h = rep.headline
             row = {"score": h.score, "ci": list(h.ci), "seconds": time.perf_counter() - t}

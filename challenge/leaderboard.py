@@ -44,7 +44,8 @@ from challenge.submission import NAME_PATTERN
 
 ROOT = Path("leaderboard")
 SCORE_TEXT = (
-    "Score = clip(2 (1 - AUC), 0, 1) of a cross-fitted classifier telling the entry's plateau "
+    "Score = clip(2 (1 - AUC), 0, 1), the AUC averaged over five cross-fittings of a classifier "
+    "telling the entry's plateau "
     "probes (radius around each point, sharpness toward its nearest real neighbour) from those "
     "of held-out real activations in the same contexts: 1 = indistinguishable, 0 = always told "
     "apart. Intervals: 95 % bootstrap over contexts. Synthetic entries are ranked by paired "
