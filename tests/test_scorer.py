@@ -263,6 +263,9 @@ def test_committed_records_are_reports_of_the_current_layout():
         assert json.dumps(to_jsonable(rep.to_json()), indent=1) == text
         validate_report(rep)
         assert list(rep.to_json()) == [*LAYOUT, "validation"]
+        if "sae" in rep.submission["uses"]:  # every SAE entry names the SAE it used
+            sae = rep.submission["sae"]
+            assert set(sae) == {"name", "sha256"} and len(sae["sha256"]) == 64, p.name
 
 
 def test_gaussian_generator_is_deterministic(smollm, tiny_track):
