@@ -607,6 +607,12 @@ def rescore(path: str | Path, classifier: ClassifierConfig | None = None) -> Sco
         arrays = {k: z[k] for k in z.files}
     ref = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("reference/")}
     sub = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("submission/")}
+    if not ref or sorted(ref) != sorted(sub) or "rows" not in arrays:
+        raise ConfigError(
+            f"{path.with_suffix('.npz')}: no per-point features of the submission and the "
+            "reference stored; score the submission again",
+            field="arrays",
+        )
     head, per, new = compare(ref, sub, cfg)
     new["rows"] = arrays["rows"]
     prov = dict(old.provenance) | {

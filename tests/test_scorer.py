@@ -181,6 +181,11 @@ def test_rescore_remakes_a_record_from_its_stored_features(written, tmp_path):
     path.write_text(json.dumps(doc | {"scorer_version": "1.0"}))
     with pytest.raises(ConfigError, match="gaussian.json: scored by scorer 1.0"):
         rescore(path)
+    path.write_text(json.dumps(doc))
+    np.savez(tmp_path / "gaussian.npz", **{"bootstrap/score": np.zeros(3)})
+    with pytest.raises(ConfigError, match="gaussian.npz: no per-point features"):
+        rescore(path)
+    assert json.loads(path.read_text()) == doc  # nothing written
 
 
 def test_score_of_auc_exact_values():
