@@ -30,14 +30,11 @@ def features(npz: Path) -> tuple[dict, dict]:
     return ref, sub
 
 
-def headline(npz: Path, seed: int, repeats: int) -> dict:
+def headline(npz: Path, seed: int, repeats: int) -> tuple[dict, np.ndarray]:
     cfg = replace(ScoreConfig(), seed=seed, classifier=ClassifierConfig(n_repeats=repeats))
     head, _, arrays = compare(*features(npz), cfg)
-    return {
-        "score": head.score,
-        "ci": list(head.ci),
-        "boot_sd": float(np.std(arrays["bootstrap/score"])),
-    }
+    boot = arrays["bootstrap/score"]
+    return {"score": head.score, "ci": list(head.ci), "boot_sd": float(np.std(boot))}, boot
 
 
 def main() -> None:
@@ -47,6 +44,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     out = json.loads(a.out.read_text()) if a.out.exists() else {}
+    boot_path = a.out.with_suffix(".boot.npz")
+    boots = dict(np.load(boot_path)) if boot_path.exists() else {}
     names = sorted({p.stem for p in a.seeds_dir.glob("seed*/*.npz")})
     for name in names:
         files = {0: a.board / f"{name}.npz"}
@@ -57,10 +56,13 @@ def main() -> None:
         for seed, npz in sorted(files.items()):
             for r in (5, 1):
                 key = f"seed{seed}/r{r}"
-                if key not in row:
-                    row[key] = headline(npz, seed, r)
+                if key not in row or (r == 5 and f"{name}/{key}" not in boots):
+                    row[key], boot = headline(npz, seed, r)
+                    if r == 5:
+                        boots[f"{name}/{key}"] = boot
         out[name] = row
         a.out.write_text(json.dumps(out, indent=1, sort_keys=True))
+        np.savez(boot_path, **boots)
     print(
         "| entry | seeds | " + " | ".join(f"seed {s}" for s in range(5)) + " | sd (5 repeats) "
         "| sd (one split, 2.0) | bootstrap sd | sd <= 0.025 |"
@@ -78,6 +80,25 @@ def main() -> None:
             + " | ".join(cells)
             + f" | {sd5:.3f} | {sd1:.3f} | {boot:.3f} | {'yes' if sd5 <= TARGET else 'no'} |"
         )
+
+    # paired differences between entries neighbouring by their 5-seed mean, seed by seed (each
+    # seed's bootstrap draws are shared by its entries): how often one seed "resolves" them
+    full = {n: r for n, r in out.items() if all(f"seed{s}/r5" in r for s in range(5))}
+    order = sorted(
+        full, key=lambda n: -np.mean([full[n][f"seed{s}/r5"]["score"] for s in range(5)])
+    )
+    print(
+        "\n| pair (upper - lower by 5-seed mean) | mean difference | sd over seeds | seeds resolving it (95 %) |"
+    )
+    print("|---|---|---|---|")
+    for hi, lo in zip(order, order[1:], strict=False):
+        d, res = [], 0
+        for s in range(5):
+            b = boots[f"{hi}/seed{s}/r5"] - boots[f"{lo}/seed{s}/r5"]
+            d.append(full[hi][f"seed{s}/r5"]["score"] - full[lo][f"seed{s}/r5"]["score"])
+            q = np.quantile(b, [0.025, 0.975])
+            res += int(q[0] > 0 or q[1] < 0)
+        print(f"| {hi} - {lo} | {np.mean(d):+.3f} | {np.std(d, ddof=1):.3f} | {res} of 5 |")
 
 
 if __name__ == "__main__":
