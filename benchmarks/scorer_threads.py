@@ -1,15 +1,19 @@
 """Does a record reproduce under other floating-point rounding? Re-probe one board entry and the
-reference in the board's seed-0 slots with another number of CPU threads (another reduction
-order in every matmul: the kind of fp32 difference another CPU makes), without the reference
-cache, and compare per-point features and the headline with the committed record.
+reference in the board's seed-0 slots with another number of CPU threads, or other CPU kernels
+(``ATEN_CPU_CAPABILITY=default``: ATen's scalar kernels instead of AVX2, other reduction orders
+in softmax, norms and sums: the kind of fp32 difference another CPU makes;
+``MKL_ENABLE_INSTRUCTIONS``), without the reference cache, and compare per-point features and
+the headline with the committed record.
 
-    python benchmarks/scorer_threads.py --entry heldout_real --threads 2 --out runs/threads.json
+    python benchmarks/scorer_threads.py --entry token_cluster --threads 2 --out runs/threads.json
+    ATEN_CPU_CAPABILITY=default python benchmarks/scorer_threads.py --threads 1 --out runs/kernels.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -69,6 +73,8 @@ def main() -> None:
         "entry": a.entry,
         "threads": a.threads,
         "cpu": platform.processor() or platform.machine(),
+        "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "env": {k: os.environ.get(k) for k in ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")},
         "torch": torch.__version__,
         "seconds": round(time.perf_counter() - t, 1),
         "reference": agreement(new_ref, old_ref),
