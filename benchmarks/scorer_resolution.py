@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from challenge.scorer import ClassifierConfig, ScoreConfig, compare
+from challenge.scorer import ClassifierConfig, ScoreConfig, compare, stored_features
 
 BOARD = Path("leaderboard/smollm2-135m-l1")
 TARGET = 0.025
@@ -25,9 +25,8 @@ TARGET = 0.025
 
 def features(npz: Path) -> tuple[dict, dict]:
     with np.load(npz) as z:
-        ref = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("reference/")}
-        sub = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("submission/")}
-    return ref, sub
+        arrays = dict(z)
+    return stored_features(arrays, "reference"), stored_features(arrays, "submission")
 
 
 def headline(npz: Path, seed: int, repeats: int) -> tuple[dict, np.ndarray]:

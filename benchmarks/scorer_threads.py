@@ -24,7 +24,14 @@ import torch
 from challenge import rng
 from challenge.models import load_model
 from challenge.probes import run_probes
-from challenge.scorer import ScoreReport, compare, make_slots, n_slots, reference_rows
+from challenge.scorer import (
+    ScoreReport,
+    compare,
+    make_slots,
+    n_slots,
+    reference_rows,
+    stored_features,
+)
 from challenge.submission import read_submission
 from challenge.track import resolve_track
 
@@ -56,8 +63,8 @@ def main() -> None:
     old = ScoreReport.from_json(json.loads(record.read_text()))
     cfg = old.config
     with np.load(record.with_suffix(".npz")) as z:
-        old_ref = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("reference/")}
-        old_sub = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("submission/")}
+        arrays = dict(z)
+    old_ref, old_sub = stored_features(arrays, "reference"), stored_features(arrays, "submission")
     _, points = read_submission(a.submissions / track.spec.track_id / a.entry)
     n = n_slots(track)
     slots = make_slots(track, n, cfg)

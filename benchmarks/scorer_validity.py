@@ -22,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from challenge.scorer import ScoreReport, compare
+from challenge.scorer import ScoreReport, compare, stored_features
 
 
 def features(npz: Path, group: str) -> dict[str, np.ndarray]:
     with np.load(npz) as z:
-        return {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith(f"{group}/")}
+        return stored_features(dict(z), group)
 
 
 def main() -> None:

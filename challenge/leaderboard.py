@@ -82,6 +82,8 @@ SECTIONS = {
     ),
 }
 MAX_RECORD_BYTES = 8 << 20
+COLOURS = {"synthetic": "#1f77b4", "reference": "#7f7f7f", "unverified": "#ff7f0e"}
+"""Each section's colour in the board's figures."""
 
 
 def _identity(rep) -> tuple[str, str, str]:
@@ -260,10 +262,9 @@ def plot_scores(track_id: str, rows: list[dict], path: Path) -> Path:
 
     from challenge.plots import save_figure
 
-    colours = {"synthetic": "#1f77b4", "reference": "#7f7f7f", "unverified": "#ff7f0e"}
     fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(rows) + 1.4))
     y = np.arange(len(rows))[::-1]
-    for key, colour in colours.items():
+    for key, colour in COLOURS.items():
         idx = [i for i, r in enumerate(rows) if r["section"] == key]
         if not idx:
             continue
@@ -318,7 +319,6 @@ def plot_plateau_curves(track_id: str, rows: list[dict], folder: Path, path: Pat
 
     from challenge.plots import save_figure
 
-    colours = {"synthetic": "#1f77b4", "reference": "#7f7f7f", "unverified": "#ff7f0e"}
     every = np.concatenate([np.concatenate(curves[r["name"]]) for r in named])
     grid = np.geomspace(every.min(), every.max(), 200)
     cols = min(6, len(named))
@@ -330,7 +330,7 @@ def plot_plateau_curves(track_id: str, rows: list[dict], folder: Path, path: Pat
     for ax, r in zip(axes.flat, named, strict=False):
         sub, ref = curves[r["name"]]
         ax.plot(grid, (ref[:, None] > grid).mean(0), "k--", lw=1.2, label="held-out real")
-        ax.plot(grid, (sub[:, None] > grid).mean(0), color=colours[r["section"]], lw=1.5,
+        ax.plot(grid, (sub[:, None] > grid).mean(0), color=COLOURS[r["section"]], lw=1.5,
                 label="entry")  # fmt: skip
         ax.set_xscale("log")
         ax.set_title(f"{r['name']} ({r['score']:.2f})", fontsize=7)

@@ -434,6 +434,12 @@ def headline_interval(
     return a, (float(lo), float(hi)), boot
 
 
+def stored_features(arrays: dict[str, np.ndarray], group: str) -> dict[str, np.ndarray]:
+    """``{feature: [n]}`` of ``group`` (``"reference"`` or ``"submission"``) from a report's
+    arrays or its ``.npz`` (keys ``<group>/<feature>``)."""
+    return {k.split("/", 1)[1]: arrays[k] for k in arrays if k.startswith(f"{group}/")}
+
+
 def feature_matrix(feats: dict[str, np.ndarray], names: list[str]) -> np.ndarray:
     return np.stack([np.asarray(feats[k], np.float64) for k in names], axis=1)
 
@@ -605,8 +611,7 @@ def rescore(path: str | Path, classifier: ClassifierConfig | None = None) -> Sco
     cfg = replace(old.config, classifier=classifier or ClassifierConfig())
     with np.load(path.with_suffix(".npz")) as z:
         arrays = {k: z[k] for k in z.files}
-    ref = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("reference/")}
-    sub = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("submission/")}
+    ref, sub = stored_features(arrays, "reference"), stored_features(arrays, "submission")
     if not ref or sorted(ref) != sorted(sub) or "rows" not in arrays:
         raise ConfigError(
             f"{path.with_suffix('.npz')}: no per-point features of the submission and the "

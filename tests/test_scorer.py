@@ -31,6 +31,7 @@ from challenge.scorer import (
     score_of_auc,
     score_points,
     score_submission,
+    stored_features,
     validate_report,
 )
 from challenge.submission import generate
@@ -116,7 +117,7 @@ def test_rescoring_is_deterministic(contamination, smollm, tiny_track):
 
 
 def _features(arrays: dict, who: str) -> dict:
-    return {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(f"{who}/")}
+    return stored_features(arrays, who)
 
 
 def _matrix(arrays: dict, who: str) -> np.ndarray:
