@@ -1,7 +1,9 @@
 """The headline's spread across scorer seeds (the issue's resolution target: sd <= 0.025 over 5
 seeds for every baseline). Each seed draws other contexts, radius directions, slot order of the
 reference and submitted rows, folds and bootstrap; the per-point features of seed 0 are the
-board's records, those of seeds 1-4 come from ``benchmarks/scorer_seeds.py``. Headlines are
+board's records (or ``<seeds-dir>/seed0``), those of seeds 1-4 come from
+``benchmarks/scorer_seeds.py`` (e.g. ``--contexts-per-row 2``: every record's own config is
+used). Headlines are
 recomputed from the stored features, with the current classifier (mean over cross-fitting
 repeats) and with one split (scorer 2.0), so both are measured on the same probes.
 
@@ -30,7 +32,11 @@ def features(npz: Path) -> tuple[dict, dict]:
 
 
 def headline(npz: Path, seed: int, repeats: int) -> tuple[dict, np.ndarray]:
-    cfg = replace(ScoreConfig(), seed=seed, classifier=ClassifierConfig(n_repeats=repeats))
+    """The record's headline recomputed with ``repeats`` cross-fitting repeats (its own config
+    otherwise: seed, contexts per row, bootstrap)."""
+    rec = ScoreConfig(**json.loads(npz.with_suffix(".json").read_text())["config"])
+    assert rec.seed == seed, npz
+    cfg = replace(rec, classifier=ClassifierConfig(n_repeats=repeats))
     head, _, arrays = compare(*features(npz), cfg)
     boot = arrays["bootstrap/score"]
     return {"score": head.score, "ci": list(head.ci), "boot_sd": float(np.std(boot))}, boot
@@ -47,7 +53,7 @@ def main() -> None:
     boots = dict(np.load(boot_path)) if boot_path.exists() else {}
     names = sorted({p.stem for p in a.seeds_dir.glob("seed*/*.npz")})
     for name in names:
-        files = {0: a.board / f"{name}.npz"}
+        files = {0: a.board / f"{name}.npz"}  # unless the seeds folder has its own seed 0
         for d in sorted(a.seeds_dir.glob("seed*")):
             if (d / f"{name}.npz").exists():
                 files[int(d.name[4:])] = d / f"{name}.npz"

@@ -224,8 +224,12 @@ def _scored_text(rep: ScoreReport) -> str:
     """How densely an entry was probed: points, radius directions and bisection rounds, P2 steps
     and bootstrap draws (a quick board's records say so)."""
     c, pr = rep.config, rep.config.probes
+    k = c.contexts_per_row
+    points = f"{rep.headline.n_points} points" + (
+        f" ({rep.headline.n_points // k} rows x {k} contexts)" if k > 1 else ""
+    )
     return (
-        f"{rep.headline.n_points} points; probes {', '.join(pr.probes)} (radius: "
+        f"{points}; probes {', '.join(pr.probes)} (radius: "
         f"{pr.n_directions} directions x {pr.bisect_steps} bisection rounds; P2: {pr.p2_steps} "
         f"steps); {c.n_boot} bootstrap draws"
     )

@@ -190,6 +190,15 @@ class Slots:
     dirs: Float[Tensor, "n k d"]
     ap_ends: Float[Tensor, "n d"]
 
+    def take(self, start: int, stop: int) -> Slots:
+        """Slots ``start .. stop - 1``."""
+        return Slots(
+            tokens=self.tokens[start:stop],
+            context_acts=self.context_acts[start:stop],
+            dirs=self.dirs[start:stop],
+            ap_ends=self.ap_ends[start:stop],
+        )
+
 
 def run_probes(
     engine: PerturbationEngine,

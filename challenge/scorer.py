@@ -6,7 +6,9 @@ Design (docs/scoring.md):
    random unit directions and an N(mu, Sigma) end point. Submitted row ``i`` (every submitted row
    by default, in a seeded order) and reference row ``i`` (the held-out *reference half*, see
    :func:`reference_rows`) are written in the same slot: every entry and the reference share
-   contexts and randomness (a paired design).
+   contexts and randomness (a paired design). With ``contexts_per_row = c`` each row pair fills
+   ``c`` slots (other contexts, directions and AP ends); folds and bootstrap keep a row's slots
+   together.
 2. **Probes at the point** (``challenge.probes``): the plateau radius around ``v`` (bisection
    along random directions) and P2 sharpness toward ``v``'s nearest public real activation by
    default, chosen by measured real-vs-N(mu, Sigma) separation; each gives per-point features.
@@ -106,16 +108,23 @@ class ScoreConfig:
     __pydantic_config__ = JSON_CONFIG
 
     n_points: int | None = None
-    """Slots scored. ``None`` (official): every submitted row, one slot each (as many as the
-    reference half holds); an integer scores a seeded subset of that many rows (quick runs)."""
+    """Rows scored. ``None`` (official): every submitted row (as many as the reference half
+    holds), each in ``contexts_per_row`` slots; an integer scores a seeded subset of that many
+    rows (quick runs)."""
     probes: ProbeConfig = field(
         default_factory=lambda: ProbeConfig(probes=("radius", "p2"), n_directions=6, bisect_steps=7)
     )
     """The probes run at every point, and their constants."""
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     """The cross-fitted two-sample classifier."""
+    contexts_per_row: int = 1
+    """Contexts each scored row is probed in: row ``j`` (and its reference partner) fills slots
+    ``j, j + n, ..., j + (c - 1) n``, each with its own context, directions and AP end. The
+    estimand stays the per-(row, context) distribution; ``c`` buys precision where the rows run
+    out (folds and bootstrap resample rows with all their slots; slots ``0 .. n - 1`` are the
+    ``c = 1`` slots, so their features are shared with a ``c = 1`` run)."""
     n_boot: int = 1000
-    """Bootstrap resamples of the slots (the headline's interval)."""
+    """Bootstrap resamples of the rows (the headline's interval)."""
     seed: int = 0
     """Run seed: slots (contexts, directions, AP ends), row order, folds and bootstrap use the
     ``scorer.*`` streams of ``challenge.rng``."""
@@ -127,6 +136,7 @@ class ScoreConfig:
             self.classifier = ClassifierConfig(**self.classifier)
         if self.n_points is not None:
             checks.integer(self.n_points, "n_points", minimum=2 * self.classifier.n_folds)
+        checks.integer(self.contexts_per_row, "contexts_per_row", minimum=1)
         checks.integer(self.n_boot, "n_boot", minimum=1)
         checks.integer(self.seed, "seed")
 
@@ -172,7 +182,8 @@ class ScoreHeadline:
     auc: Annotated[float, Field(ge=0, le=1)]
     """Out-of-fold AUC of reference (0) vs submission (1), the mean over cross-fitting repeats."""
     n_points: int
-    """Slots scored (submission rows = reference rows = contexts)."""
+    """Slots scored: rows x ``contexts_per_row`` (each slot holds one submission row, one
+    reference row and one context)."""
     features: list[str]
     """The probe features the classifier used (fixed per track and scorer version)."""
     mean_ks: Fraction
@@ -294,18 +305,25 @@ def n_slots(track) -> int:
 
 
 def make_slots(track, n: int, cfg: ScoreConfig) -> Slots:
-    """Slot ``i``'s context (a seeded permutation of the context split, repeated when ``n``
-    exceeds it), radius directions and AP end, from the ``scorer.*`` streams of ``cfg.seed``."""
+    """The ``n * cfg.contexts_per_row`` slots of ``n`` rows, round-major (round ``r`` is slots
+    ``r n .. (r + 1) n - 1``). Slot ``i``'s context comes from a seeded permutation of the
+    context split (repeated when the slots exceed it), its radius directions and AP end from
+    the ``scorer.*`` streams of ``cfg.seed``, drawn round after round from one generator: round
+    0 is the ``c = 1`` run's slots, bit for bit."""
+    m = n * cfg.contexts_per_row
     n_ctx = len(track.acts("context"))
     g = rng.generator(cfg.seed, "scorer.contexts")
-    ctx = torch.cat([torch.randperm(n_ctx, generator=g) for _ in range(-(-n // n_ctx))])[:n]
+    ctx = torch.cat([torch.randperm(n_ctx, generator=g) for _ in range(-(-m // n_ctx))])[:m]
     stats = ActivationStats.fit(track.acts("public"))
     k = cfg.probes.n_directions
+    g_dir = rng.generator(cfg.seed, "scorer.directions")
+    g_ap = rng.generator(cfg.seed, "scorer.ap_ends")
+    rounds = range(cfg.contexts_per_row)
     return Slots(
         tokens=track.tokens("context")[ctx],
         context_acts=track.acts("context")[ctx],
-        dirs=unit_directions(n, k, track.d_model, rng.generator(cfg.seed, "scorer.directions")),
-        ap_ends=gaussian_like(stats, n, rng.generator(cfg.seed, "scorer.ap_ends")),
+        dirs=torch.cat([unit_directions(n, k, track.d_model, g_dir) for _ in rounds]),
+        ap_ends=torch.cat([gaussian_like(stats, n, g_ap) for _ in rounds]),
     )
 
 
@@ -318,32 +336,41 @@ def track_checksum(track) -> str:
     )
 
 
-def _ref_cache_path(track, cfg: ScoreConfig, n: int) -> Path:
-    key = json.dumps(
-        {
-            "probes": asdict(cfg.probes),
-            "seed": cfg.seed,
-            "n": n,
-            "manifest": track_checksum(track),
-            "scorer": FEATURES_VERSION,
-            "suite": challenge.__version__,
-        },
-        sort_keys=True,
-    )
-    h = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return cache_root() / "scores" / track.spec.track_id / f"v{track.spec.version}" / f"ref_{h}.npz"
+def features_cache_path(
+    track, cfg: ScoreConfig, n: int, round_: int = 0, points: torch.Tensor | None = None
+) -> Path:
+    """Cache file of the features of ``n`` rows in context round ``round_`` (slots
+    ``round_ n .. (round_ + 1) n - 1``): the reference half's (``points`` None; round 0 keeps
+    the key of a ``c = 1`` run) or those of ``points`` (keyed by their bytes)."""
+    key = {
+        "probes": asdict(cfg.probes),
+        "seed": cfg.seed,
+        "n": n,
+        "manifest": track_checksum(track),
+        "scorer": FEATURES_VERSION,
+        "suite": challenge.__version__,
+    }
+    if round_:
+        key["round"] = round_
+    prefix = "ref"
+    if points is not None:
+        raw = points.detach().cpu().contiguous().numpy().tobytes()
+        key["points"] = hashlib.sha256(raw).hexdigest()
+        prefix = "sub"
+    h = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    root = cache_root() / "scores" / track.spec.track_id / f"v{track.spec.version}"
+    return root / f"{prefix}_{h}.npz"
 
 
-def reference_features(track, engine, slots: Slots, n: int, cfg: ScoreConfig) -> dict:
-    """Probe features of the reference half in the first ``n`` slots (row order from the
-    ``scorer.reference_order`` stream); cached per track, probe config, seed and ``n``."""
-    path = _ref_cache_path(track, cfg, n) if track.path else None
+def probe_features(
+    track, engine, points: torch.Tensor, slots: Slots, cfg: ScoreConfig, path: Path | None
+) -> dict[str, np.ndarray]:
+    """:func:`challenge.probes.run_probes` of ``points`` in ``slots``, read from / written to
+    the cache file ``path`` when one is given (written whole or not at all)."""
     if path is not None and path.exists():
         with np.load(path) as z:
             return {k: z[k] for k in z.files}
-    ref = track.acts("heldout")[reference_rows(track)]
-    order = rng.subset(len(ref), n, cfg.seed, "scorer.reference_order")
-    feats = run_probes(engine, ref[order], slots, track.acts("public"), track.units, cfg.probes)
+    feats = run_probes(engine, points, slots, track.acts("public"), track.units, cfg.probes)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npz")
@@ -352,28 +379,63 @@ def reference_features(track, engine, slots: Slots, n: int, cfg: ScoreConfig) ->
     return feats
 
 
+def round_features(
+    track,
+    engine,
+    points: torch.Tensor | None,
+    slots: Slots,
+    n: int,
+    cfg: ScoreConfig,
+    cache: bool = True,
+) -> dict[str, np.ndarray]:
+    """Features of the ``n`` rows ``points`` (``None``: the reference half in its
+    ``scorer.reference_order``) in every context round of ``slots``, round-major; each round
+    cached per track, probe config, seed, ``n`` and round (and the points' bytes) unless
+    ``cache`` is false or the track is held only in memory."""
+    if points is None:
+        ref = track.acts("heldout")[reference_rows(track)]
+        rows = ref[rng.subset(len(ref), n, cfg.seed, "scorer.reference_order")]
+    else:
+        rows = points
+    parts = []
+    for r in range(cfg.contexts_per_row):
+        path = features_cache_path(track, cfg, n, r, points) if cache and track.path else None
+        parts.append(probe_features(track, engine, rows, slots.take(r * n, (r + 1) * n), cfg, path))
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def reference_features(track, engine, slots: Slots, n: int, cfg: ScoreConfig) -> dict:
+    """Probe features of the reference half's ``n`` rows in every slot (row order from the
+    ``scorer.reference_order`` stream); cached per track, probe config, seed, ``n`` and round."""
+    return round_features(track, engine, None, slots, n, cfg)
+
+
 # -------------------------------------------------------------------------- the two-sample test
-def fold_of_slots(n: int, n_folds: int, seed: int, repeat: int = 0) -> np.ndarray:
-    """Fold index of each slot in cross-fitting repeat ``repeat``: a seeded permutation dealt
-    round-robin."""
+def fold_of_slots(
+    n: int, n_folds: int, seed: int, repeat: int = 0, contexts: int = 1
+) -> np.ndarray:
+    """Fold index of each of the ``n * contexts`` slots (round-major) in cross-fitting repeat
+    ``repeat``: a seeded permutation of the ``n`` rows dealt round-robin; a row's slots share
+    its fold."""
     perm = torch.randperm(n, generator=rng.generator(seed, "scorer.folds", repeat)).numpy()
     folds = np.empty(n, dtype=np.int64)
     folds[perm] = np.arange(n) % n_folds
-    return folds
+    return np.tile(folds, contexts)
 
 
 def out_of_fold_scores(
     ref: Float[np.ndarray, "n f"], sub: Float[np.ndarray, "n f"], cfg: ScoreConfig
 ) -> tuple[Float[np.ndarray, "r n"], Float[np.ndarray, "r n"]]:
     """Cross-fitted classifier scores ``P(submission | features)`` of each reference and each
-    submission row, one row per cross-fitting repeat; a slot's two rows are held out together."""
+    submission row, one row per cross-fitting repeat; a slot's two rows, and every slot of a row
+    (``cfg.contexts_per_row``), are held out together."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    n = len(ref)
+    n, k = len(ref), cfg.contexts_per_row
     c = cfg.classifier
     s_ref, s_sub = np.empty((c.n_repeats, n)), np.empty((c.n_repeats, n))
     for r in range(c.n_repeats):
-        folds = fold_of_slots(n, c.n_folds, cfg.seed, r)
+        folds = fold_of_slots(n // k, c.n_folds, cfg.seed, r, k)
         for f in range(c.n_folds):
             tr, te = folds != f, folds == f
             X = np.concatenate([ref[tr], sub[tr]])
@@ -414,21 +476,27 @@ def score_of_auc(a: float | np.ndarray) -> float | np.ndarray:
     return np.clip(2.0 * (1.0 - np.asarray(a, dtype=np.float64)), 0.0, 1.0)
 
 
-def bootstrap_slots(n: int, n_boot: int, seed: int) -> np.ndarray:
-    """``[n_boot, n]`` slot indices drawn with replacement; the same for every entry of a run
-    seed and ``n`` (paired comparisons)."""
+def bootstrap_slots(n: int, n_boot: int, seed: int, contexts: int = 1) -> np.ndarray:
+    """``[n_boot, n * contexts]`` slot indices: ``n`` rows drawn with replacement, each with its
+    ``contexts`` slots (round-major layout); the same for every entry of a run seed and ``n``
+    (paired comparisons)."""
     g = np.random.default_rng(rng.seed_for(seed, "scorer.bootstrap"))
-    return g.integers(0, n, size=(n_boot, n))
+    rows = g.integers(0, n, size=(n_boot, n))
+    return np.concatenate([rows + r * n for r in range(contexts)], axis=1)
 
 
 def headline_interval(
-    s_ref: Float[np.ndarray, "r n"], s_sub: Float[np.ndarray, "r n"], n_boot: int, seed: int
+    s_ref: Float[np.ndarray, "r n"],
+    s_sub: Float[np.ndarray, "r n"],
+    n_boot: int,
+    seed: int,
+    contexts: int = 1,
 ) -> tuple[float, tuple[float, float], np.ndarray]:
     """Mean AUC over the repeats, the 95 % percentile interval of the score, and the bootstrap
-    scores (each draw resamples slots, the same slots in every repeat)."""
+    scores (each draw resamples rows with their ``contexts`` slots, the same in every repeat)."""
     s_ref, s_sub = np.atleast_2d(s_ref), np.atleast_2d(s_sub)
     a = mean_auc(s_ref, s_sub)
-    draws = bootstrap_slots(s_ref.shape[1], n_boot, seed)
+    draws = bootstrap_slots(s_ref.shape[1] // contexts, n_boot, seed, contexts)
     boot = np.array([score_of_auc(mean_auc(s_ref[:, i], s_sub[:, i])) for i in draws])
     lo, hi = np.quantile(boot, [0.025, 0.975])
     return a, (float(lo), float(hi)), boot
@@ -448,10 +516,15 @@ def compare(
     ref: dict[str, np.ndarray], sub: dict[str, np.ndarray], cfg: ScoreConfig
 ) -> tuple[ScoreHeadline, dict[str, FeatureScore], dict[str, np.ndarray]]:
     """The headline, per-feature diagnostics and arrays of one submission against the reference
-    (both ``{feature: [n]}`` in the same slots)."""
+    (both ``{feature: [n c]}`` in the same slots, round-major for ``c = cfg.contexts_per_row``)."""
     names = sorted(ref)
+    m = len(ref[names[0]])
+    if m % cfg.contexts_per_row:
+        raise ConfigError(
+            f"{m} slots are not {cfg.contexts_per_row} contexts per row", field="contexts_per_row"
+        )
     s_ref, s_sub = out_of_fold_scores(feature_matrix(ref, names), feature_matrix(sub, names), cfg)
-    a, ci, boot = headline_interval(s_ref, s_sub, cfg.n_boot, cfg.seed)
+    a, ci, boot = headline_interval(s_ref, s_sub, cfg.n_boot, cfg.seed, cfg.contexts_per_row)
     per = {}
     for k in names:
         r, s = ref[k][np.isfinite(ref[k])], sub[k][np.isfinite(sub[k])]
@@ -487,9 +560,12 @@ def score_points(
     meta: SubmissionMeta | None = None,
     progress: bool = True,
     distributed: DistributedConfig | None = None,
+    cache: bool = True,
 ) -> ScoreReport:
     """Score report (with its arrays) for a set of candidate activations (``progress``: a bar
     per engine call on stderr). Every row is scored unless ``cfg.n_points`` asks for fewer.
+    Each context round's features are cached (:func:`features_cache_path`) unless ``cache`` is
+    false: scoring the same rows again, or with more contexts per row, probes only what is new.
     ``distributed``: the probes' engine chunks run on those workers
     (``challenge.distributed_engine``; the same report, bit for bit), resumable after an
     interruption."""
@@ -505,8 +581,8 @@ def score_points(
     rows = rng.subset(len(points), n, cfg.seed, "scorer.rows")
     key = ("score", track_checksum(track), cfg, lm.spec, points[rows])
     with resumable(distributed, *key):
-        ref = reference_features(track, engine, slots, n, cfg)
-        sub = run_probes(engine, points[rows], slots, track.acts("public"), track.units, cfg.probes)
+        ref = round_features(track, engine, None, slots, n, cfg, cache)
+        sub = round_features(track, engine, points[rows], slots, n, cfg, cache)
     head, per, arrays = compare(ref, sub, cfg)
     arrays["rows"] = rows.numpy()
     return ScoreReport(

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from baselines.generators import Gaussian
+from challenge import rng
 from challenge.directions import ActivationStats, gaussian_like
 from challenge.errors import ConfigError
 from challenge.probes import ProbeConfig
@@ -22,7 +23,9 @@ from challenge.scorer import (
     auc,
     bootstrap_slots,
     compare,
+    features_cache_path,
     fold_of_slots,
+    make_slots,
     n_slots,
     oracle_rows,
     out_of_fold_scores,
@@ -105,9 +108,8 @@ def test_contamination_lowers_the_score_in_order(contamination):
 
 
 def test_rescoring_is_deterministic(contamination, smollm, tiny_track):
-    again = score_points(
-        tiny_track, smollm, tiny_track.acts("heldout")[oracle_rows(tiny_track)], CFG, progress=False
-    )
+    pts = tiny_track.acts("heldout")[oracle_rows(tiny_track)]
+    again = score_points(tiny_track, smollm, pts, CFG, progress=False, cache=False)
     assert json.dumps(again.to_json()["headline"]) == json.dumps(
         contamination[0].to_json()["headline"]
     )
@@ -207,6 +209,58 @@ def test_auc_is_the_mann_whitney_statistic():
     assert auc(neg, pos) == pytest.approx(brute, abs=70 * np.finfo(float).eps)
 
 
+def test_more_contexts_per_row_add_slots_around_the_same_rows(smollm, tiny_track):
+    """``contexts_per_row = 2``: round 0 is the ``c = 1`` run's slots and features bit for bit
+    (read from its cache), round 1 probes the same row pairs in other contexts and directions;
+    folds and bootstrap draws keep a row's two slots together."""
+    n = 12
+    one = replace(CFG, n_points=n)
+    two = replace(one, contexts_per_row=2)
+    s1, s2 = make_slots(tiny_track, n, one), make_slots(tiny_track, n, two)
+    assert len(s2.tokens) == len(s2.dirs) == len(s2.ap_ends) == 2 * n
+    head = s2.take(0, n)
+    for name in ("tokens", "context_acts", "dirs", "ap_ends"):
+        assert torch.equal(getattr(head, name), getattr(s1, name)), name
+    assert not torch.equal(s2.dirs[n:], s2.dirs[:n])
+    assert not torch.equal(s2.tokens[n:], s2.tokens[:n])
+
+    pts = tiny_track.acts("heldout")[oracle_rows(tiny_track)]
+    rows = pts[rng.subset(len(pts), n, one.seed, "scorer.rows")]
+    p0, p1 = (features_cache_path(tiny_track, two, n, r, rows) for r in (0, 1))
+    assert p0 == features_cache_path(tiny_track, one, n, 0, rows) != p1
+    for p in (p0, p1):
+        p.unlink(missing_ok=True)
+    r1 = score_points(tiny_track, smollm, pts, one, progress=False)  # writes p0
+    assert p0.exists() and not p1.exists()
+    r2 = score_points(tiny_track, smollm, pts, two, progress=False, cache=False)
+    assert r2.headline.n_points == 2 * n and np.array_equal(r2.arrays["rows"], r1.arrays["rows"])
+    for who in ("reference", "submission"):
+        f1, f2 = _features(r1.arrays, who), _features(r2.arrays, who)
+        for k in FEATURES:
+            assert len(f2[k]) == 2 * n and np.array_equal(f2[k][:n], f1[k]), (who, k)
+    assert 0.0 <= r2.headline.score <= 1.0
+    written = p0.stat().st_mtime_ns
+    cached = score_points(tiny_track, smollm, pts, two, progress=False)  # reads p0, writes p1
+    assert p1.exists() and p0.stat().st_mtime_ns == written
+    assert json.dumps(cached.to_json()["headline"]) == json.dumps(r2.to_json()["headline"])
+
+    for r in range(3):
+        f = fold_of_slots(n, 5, two.seed, r, contexts=2)
+        assert np.array_equal(f[:n], f[n:]) and np.array_equal(
+            f[:n], fold_of_slots(n, 5, two.seed, r)
+        )
+    d = bootstrap_slots(n, two.n_boot, two.seed, contexts=2)
+    assert np.array_equal(d[:, n:], d[:, :n] + n)
+    assert np.array_equal(d[:, :n], bootstrap_slots(n, two.n_boot, two.seed))
+    oof = [r2.arrays[f"oof/{w}"] for w in ("reference", "submission")]
+    want = score_of_auc(np.mean([auc(a[d[3]], b[d[3]]) for a, b in zip(*oof, strict=True)]))
+    assert r2.arrays["bootstrap/score"][3] == want
+
+    bad = {k: v[:-1] for k, v in _features(r2.arrays, "reference").items()}
+    with pytest.raises(ConfigError, match="contexts_per_row"):
+        compare(bad, bad, two)
+
+
 def test_bootstrap_indices_are_shared_for_a_seed():
     a, b = bootstrap_slots(50, 20, seed=3), bootstrap_slots(50, 20, seed=3)
     assert (a == b).all() and a.shape == (20, 50) and not (a == bootstrap_slots(50, 20, 4)).all()
@@ -249,6 +303,7 @@ def test_every_row_is_scored_by_default(contamination, tiny_track):
         ({"probes": {"n_directions": 0}}, "n_directions"),
         ({"classifier": {"n_folds": 1}}, "n_folds"),
         ({"classifier": {"n_repeats": 0}}, "n_repeats"),
+        ({"contexts_per_row": 0}, "contexts_per_row"),
     ],
 )
 def test_score_config_refuses_bad_values(kw, field):
