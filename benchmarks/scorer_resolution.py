@@ -8,6 +8,7 @@ recomputed from the stored features, with the current classifier (mean over cros
 repeats) and with one split (scorer 2.0), so both are measured on the same probes.
 
     python benchmarks/scorer_resolution.py --seeds-dir runs/seeds --out runs/seeds/resolution.json
+    python benchmarks/scorer_resolution.py --seeds-dir runs/contexts2 --out runs/contexts2/resolution.json
 """
 
 from __future__ import annotations
@@ -25,44 +26,68 @@ BOARD = Path("leaderboard/smollm2-135m-l1")
 TARGET = 0.025
 
 
-def features(npz: Path) -> tuple[dict, dict]:
+def features(npz: Path, slots: int | None = None) -> tuple[dict, dict]:
+    """The record's reference and submission features (the first ``slots`` of each)."""
     with np.load(npz) as z:
         arrays = dict(z)
-    return stored_features(arrays, "reference"), stored_features(arrays, "submission")
+    ref, sub = stored_features(arrays, "reference"), stored_features(arrays, "submission")
+    return {k: v[:slots] for k, v in ref.items()}, {k: v[:slots] for k, v in sub.items()}
 
 
-def headline(npz: Path, seed: int, repeats: int) -> tuple[dict, np.ndarray]:
+def headline(
+    npz: Path, seed: int, repeats: int, contexts: int | None = None
+) -> tuple[dict, np.ndarray]:
     """The record's headline recomputed with ``repeats`` cross-fitting repeats (its own config
-    otherwise: seed, contexts per row, bootstrap)."""
+    otherwise: seed, contexts per row, bootstrap). ``contexts`` below the record's keeps only
+    its first context rounds: the headline a run with that many contexts per row makes (round 0
+    of a ``c``-context run is the one-context run's slots and features, bit for bit)."""
     rec = ScoreConfig(**json.loads(npz.with_suffix(".json").read_text())["config"])
     assert rec.seed == seed, npz
-    cfg = replace(rec, classifier=ClassifierConfig(n_repeats=repeats))
-    head, _, arrays = compare(*features(npz), cfg)
+    c = rec.contexts_per_row if contexts is None else contexts
+    if c > rec.contexts_per_row:
+        raise SystemExit(f"{npz}: has {rec.contexts_per_row} contexts per row, not {c}")
+    n = len(np.load(npz)["rows"])
+    cfg = replace(rec, classifier=ClassifierConfig(n_repeats=repeats), contexts_per_row=c)
+    head, _, arrays = compare(*features(npz, n * c), cfg)
     boot = arrays["bootstrap/score"]
     return {"score": head.score, "ci": list(head.ci), "boot_sd": float(np.std(boot))}, boot
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds-dir", type=Path, default=Path("runs/seeds"))
-    ap.add_argument("--board", type=Path, default=BOARD)
+    ap.add_argument(
+        "--seeds-dir",
+        type=Path,
+        nargs="+",
+        default=[Path("runs/seeds")],
+        help="folders of seed<s>/ reports; for each seed the first folder holding it is used",
+    )
+    ap.add_argument("--board", type=Path, default=BOARD, help="seed 0 where no folder has it")
+    ap.add_argument(
+        "--contexts",
+        type=int,
+        help="contexts per row (default: each record's own; fewer keep "
+        "the first rounds of records made with more)",
+    )
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     out = json.loads(a.out.read_text()) if a.out.exists() else {}
     boot_path = a.out.with_suffix(".boot.npz")
     boots = dict(np.load(boot_path)) if boot_path.exists() else {}
-    names = sorted({p.stem for p in a.seeds_dir.glob("seed*/*.npz")})
+    names = sorted({p.stem for d in a.seeds_dir for p in d.glob("seed*/*.npz")})
     for name in names:
-        files = {0: a.board / f"{name}.npz"}  # unless the seeds folder has its own seed 0
-        for d in sorted(a.seeds_dir.glob("seed*")):
-            if (d / f"{name}.npz").exists():
-                files[int(d.name[4:])] = d / f"{name}.npz"
+        files: dict[int, Path] = {}
+        for root in a.seeds_dir:
+            for d in sorted(root.glob("seed*")):
+                if (d / f"{name}.npz").exists():
+                    files.setdefault(int(d.name[4:]), d / f"{name}.npz")
+        files.setdefault(0, a.board / f"{name}.npz")
         row = out.get(name, {})
         for seed, npz in sorted(files.items()):
             for r in (5, 1):
                 key = f"seed{seed}/r{r}"
                 if key not in row or (r == 5 and f"{name}/{key}" not in boots):
-                    row[key], boot = headline(npz, seed, r)
+                    row[key], boot = headline(npz, seed, r, a.contexts)
                     if r == 5:
                         boots[f"{name}/{key}"] = boot
         out[name] = row

@@ -39,12 +39,13 @@ from challenge.track import resolve_track
 
 
 def prime_round0(track, acts, cfg: ScoreConfig, npz: Path) -> None:
-    """Write ``npz``'s submission features as the cached round 0 of ``acts`` under ``cfg``."""
+    """Write ``npz``'s submission features as the cached round 0 of ``acts`` under ``cfg``
+    (nothing when there is no such report: round 0 is then probed too)."""
     n = min(len(acts), n_slots(track))  # as score_points counts them
     n = n if cfg.n_points is None else min(cfg.n_points, n)
     rows = rng.subset(len(acts), n, cfg.seed, "scorer.rows")
     path = features_cache_path(track, cfg, len(rows), 0, acts[rows])
-    if path.exists():
+    if path.exists() or not npz.exists():
         return
     with np.load(npz) as z:
         arrays = dict(z)
