@@ -53,6 +53,21 @@ def headline(
     return {"score": head.score, "ci": list(head.ci), "boot_sd": float(np.std(boot))}, boot
 
 
+def hanley_mcneil_sd(score: float, n: int) -> float:
+    """The score's sd if its AUC came from ``n`` independent points per side (Hanley & McNeil
+    1982, the exponential approximation): ``2 sd(AUC)`` at ``AUC = 1 - score / 2``."""
+    a = 1.0 - score / 2.0
+    q1, q2 = a / (2.0 - a), 2.0 * a * a / (1.0 + a)
+    var = (a * (1.0 - a) + (n - 1) * (q1 - a * a) + (n - 1) * (q2 - a * a)) / n**2
+    return 2.0 * float(np.sqrt(var))
+
+
+def slots_of(npz: Path, contexts: int | None) -> int:
+    """Slots of a record's headline at ``contexts`` per row (default: its own)."""
+    rec = json.loads(npz.with_suffix(".json").read_text())["config"]
+    return len(np.load(npz)["rows"]) * (contexts or rec.get("contexts_per_row", 1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
@@ -83,6 +98,7 @@ def main() -> None:
                     files.setdefault(int(d.name[4:]), d / f"{name}.npz")
         files.setdefault(0, a.board / f"{name}.npz")
         row = out.get(name, {})
+        row["slots"] = slots_of(files[0], a.contexts)
         for seed, npz in sorted(files.items()):
             for r in (5, 1):
                 key = f"seed{seed}/r{r}"
@@ -95,9 +111,9 @@ def main() -> None:
         np.savez(boot_path, **boots)
     print(
         "| entry | seeds | " + " | ".join(f"seed {s}" for s in range(5)) + " | sd (5 repeats) "
-        "| sd (one split, 2.0) | bootstrap sd | sd <= 0.025 |"
+        "| sd (one split, 2.0) | bootstrap sd | independent-points sd | sd <= 0.025 |"
     )
-    print("|---" * 10 + "|")
+    print("|---" * 11 + "|")
     for name, row in sorted(out.items(), key=lambda kv: -kv[1]["seed0/r5"]["score"]):
         seeds = sorted(int(k[4:].split("/")[0]) for k in row if k.endswith("/r5"))
         s5 = np.array([row[f"seed{s}/r5"]["score"] for s in seeds])
@@ -105,10 +121,12 @@ def main() -> None:
         boot = np.mean([row[f"seed{s}/r5"]["boot_sd"] for s in seeds])
         cells = [f"{row[f'seed{s}/r5']['score']:.3f}" if s in seeds else "-" for s in range(5)]
         sd5, sd1 = np.std(s5, ddof=1), np.std(s1, ddof=1)
+        hm = hanley_mcneil_sd(float(np.mean(s5)), row["slots"])
         print(
             f"| {name} | {len(seeds)} | "
             + " | ".join(cells)
-            + f" | {sd5:.3f} | {sd1:.3f} | {boot:.3f} | {'yes' if sd5 <= TARGET else 'no'} |"
+            + f" | {sd5:.3f} | {sd1:.3f} | {boot:.3f} | {hm:.3f} | "
+            + f"{'yes' if sd5 <= TARGET else 'no'} |"
         )
 
     # paired differences between entries neighbouring by their 5-seed mean, seed by seed (each
