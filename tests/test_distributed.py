@@ -105,10 +105,10 @@ def dist(tmp_path_factory):
 
 def small_scores(mp: pytest.MonkeyPatch, tmp: Path) -> None:
     """Track engines cut curves into chunks of ``MAX_ROWS`` rows, and every score computes its
-    reference features (a cache file of its own in ``tmp``)."""
+    reference and submission features (each a cache file of its own in ``tmp``)."""
     engine, n = Track.engine, iter(range(1000))
     mp.setattr(Track, "engine", lambda self, lm, **kw: engine(self, lm, **kw, max_rows=MAX_ROWS))
-    mp.setattr(scorer, "_ref_cache_path", lambda *a: tmp / f"ref_{next(n)}.npz")
+    mp.setattr(scorer, "features_cache_path", lambda *a, **k: tmp / f"features_{next(n)}.npz")
 
 
 @pytest.fixture
