@@ -21,8 +21,26 @@ import torch
 import challenge
 
 
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), else the platform's processor string."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict[str, str]:
+    """The CPU and the ATen kernels it runs (AVX2, AVX512, ...): they set the fp32 rounding of
+    activations and probes, so results made on two machines can differ in the last digits."""
+    return {"cpu": cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
 def provenance(extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """How a result was made: suite, library versions and platform, plus caller fields."""
+    """How a result was made: suite, library versions and platform (:func:`machine`), plus
+    caller fields."""
     from importlib.metadata import version
 
     def v(pkg):
@@ -38,6 +56,7 @@ def provenance(extra: dict[str, Any] | None = None) -> dict[str, Any]:
         "numpy": np.__version__,
         "python": platform.python_version(),
         "device": "cuda" if torch.cuda.is_available() else "cpu",
+        **machine(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **(extra or {}),
     }

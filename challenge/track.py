@@ -32,6 +32,7 @@ from challenge.engine import HOOK_PATTERN, EngineConfig, PerturbationEngine
 from challenge.errors import ConfigError, TrackIntegrityError
 from challenge.models import LoadedModel, ModelSpec, cache_root, load_model
 from challenge.prompts import PromptSpec, build_prompts
+from challenge.results import machine
 from challenge.store import read_track, write_track
 
 SPLITS = ("public", "heldout", "context")
@@ -332,6 +333,7 @@ def build_track(
             "python": platform.python_version(),
             "numpy": np.__version__,
             "engine_backend": engine.backend,
+            **machine(),
         },
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "build_seconds": round(time.perf_counter() - t0, 2),

@@ -42,6 +42,8 @@ def test_units_and_card_record_how_it_was_made(tiny_track, tiny_track_dir):
     )  # SmolLM2 layer-1 norms are near 47 (offline-models.md)
     prov = tiny_track.meta["provenance"]
     assert prov["model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and prov["transformer_lens"]
+    # the CPU and its ATen kernels set the fp32 rounding of the activations (docs/scoring.md)
+    assert prov["cpu"] and prov["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     card = (tiny_track_dir / "README.md").read_text()
     assert "blocks.1.hook_resid_pre" in card and card.startswith("---")
 

@@ -76,3 +76,36 @@ def test_protocol_sizes_are_each_protocols_own():
     assert (cfg.n_curves, cfg.n_steps) == (3, 11)
     with pytest.raises(SystemExit):
         parse(["protocol", "p2", "--n", "7"])
+
+
+DELIMITER = re.compile(r"\s*\|(\s*:?-+:?\s*\|)+\s*")
+
+
+def table_cells(line: str) -> int:
+    """Cells of a markdown table row (pipes in code spans and escaped pipes are text)."""
+    line = re.sub(r"`[^`]*`", "x", line.strip()).replace("\\|", "x")
+    return line.count("|") - 1
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        ROOT / "README.md",
+        *sorted((ROOT / "docs").glob("*.md")),
+        *ROOT.glob("leaderboard/*/README.md"),
+    ],
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
+def test_every_markdown_table_row_has_its_headers_cells(doc):
+    """A table whose delimiter row has fewer cells than its header is not rendered as a table
+    (GFM), and a row with more cells than the header loses them: a stray ``|`` in a cell."""
+    lines, bad = doc.read_text().splitlines(), []
+    for i, line in enumerate(lines[:-1]):
+        if line.lstrip().startswith("|") and DELIMITER.fullmatch(lines[i + 1]):
+            n = table_cells(line)
+            j = i + 1
+            while j < len(lines) and lines[j].lstrip().startswith("|"):
+                if table_cells(lines[j]) != n:
+                    bad.append(f"line {j + 1}: {table_cells(lines[j])} cells, header {n}")
+                j += 1
+    assert not bad, bad
