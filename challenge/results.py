@@ -146,6 +146,8 @@ class TrackRef:
     path: str | None = None
     manifest_sha256: str | None = None
     units: dict[str, float] = field(default_factory=dict)
+    data_sha256: str | None = None
+    """sha256 of the track's content (``challenge.store.data_checksum``)."""
 
     @classmethod
     def of(cls, track) -> TrackRef:
@@ -159,6 +161,7 @@ class TrackRef:
                 hashlib.sha256(man.read_bytes()).hexdigest() if man and man.exists() else None
             ),
             units=dict(track.units),
+            data_sha256=track.data_sha256,
         )
 
 

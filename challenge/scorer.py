@@ -163,9 +163,12 @@ class ScoredTrack:
     id: str
     version: str
     manifest_sha256: Annotated[str, Field(pattern="^[0-9a-f]{64}$|^unknown$")]
-    """sha256 of the track's ``manifest.json``: which data exactly."""
+    """sha256 of the track's ``manifest.json``: which published copy of the track."""
     units: dict[str, float]
     """The track's measured units (``Track.units``)."""
+    data_sha256: Annotated[str | None, Field(pattern="^[0-9a-f]{64}$")] = None
+    """sha256 of the track's content (``challenge.store.data_checksum``): equal for every build
+    of the same data; ``None`` in records made before it was recorded."""
 
 
 @dataclass
@@ -592,6 +595,7 @@ def score_points(
             version=track.spec.version,
             manifest_sha256=track_checksum(track),
             units=track.units,
+            data_sha256=track.data_sha256,
         ),
         config=cfg,
         headline=head,

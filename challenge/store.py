@@ -337,6 +337,24 @@ def _sae_files(sae_dir: Path) -> list[Path]:
     return files
 
 
+def data_checksum(splits: dict[str, dict[str, np.ndarray]]) -> str:
+    """The checksum of a track's *content*: sha256 over every split's columns (name, dtype,
+    shape and bytes of each array; the texts as UTF-8), splits and columns in sorted order.
+    Two builds of the same data share it whatever their build time or parquet writer, unlike
+    the manifest's checksum (``track.json`` and the card record when a track was built); two
+    machines whose kernels round the activations differently do not (``docs/scoring.md``)."""
+    h = hashlib.sha256()
+    for split in sorted(splits):
+        for col in sorted(splits[split]):
+            a = np.asarray(splits[split][col])
+            h.update(f"{split}/{col} {a.dtype.str} {a.shape}\n".encode())
+            if a.dtype == object:
+                h.update(json.dumps([str(x) for x in a.ravel()]).encode())
+            else:
+                h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
 def sae_checksum(sae_dir: str | Path) -> str:
     """An SAE folder's checksum: sha256 of the sorted ``name sha256`` lines of its files (the
     SAELens ``cfg.json``, weights and sparsity; not its manifest). Reports name it."""

@@ -33,7 +33,7 @@ from challenge.errors import ConfigError, TrackIntegrityError
 from challenge.models import LoadedModel, ModelSpec, cache_root, load_model
 from challenge.prompts import PromptSpec, build_prompts
 from challenge.results import machine
-from challenge.store import read_track, write_track
+from challenge.store import data_checksum, read_track, write_track
 
 SPLITS = ("public", "heldout", "context")
 DEFAULT_TRACK = "smollm2-135m-l1"
@@ -188,6 +188,12 @@ class Track:
     @property
     def units(self) -> dict[str, float]:
         return self.meta["units"]
+
+    @property
+    def data_sha256(self) -> str:
+        """sha256 of the splits' content (``store.data_checksum``): which data, not which
+        published copy."""
+        return data_checksum(self.splits)
 
     @property
     def d_model(self) -> int:

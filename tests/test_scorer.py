@@ -274,11 +274,12 @@ def written(smollm, tiny_track, tmp_path_factory):
     return score_submission(path, tiny_track, smollm, quick, out=out), out
 
 
-def test_report_schema_and_files(written):
+def test_report_schema_and_files(written, tiny_track):
     rep, out = written
     assert isinstance(rep, ScoreReport)
     validate_report(rep)
     assert len(rep.track.manifest_sha256) == 64 and rep.config.seed == 0
+    assert rep.track.data_sha256 == tiny_track.data_sha256
     assert (out / "gaussian.png").read_bytes()[:4] == b"\x89PNG"
     doc = json.loads((out / "gaussian.json").read_text())
     assert list(doc) == [*LAYOUT, "validation"] and doc == rep.to_json()

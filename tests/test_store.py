@@ -11,6 +11,7 @@ import pytest
 from challenge.errors import ConfigError, TrackIntegrityError
 from challenge.store import (
     SAE_MANIFEST,
+    data_checksum,
     download,
     publish,
     read_track,
@@ -86,6 +87,40 @@ def test_parquet_is_a_plain_hf_dataset(track):
     ds = datasets.Dataset.from_parquet(str(track / "data" / "public.parquet"), keep_in_memory=True)
     assert ds.features["tokens"].length == 10 and ds.num_rows == 12
     assert ds.features["activation"].feature.dtype == "float32"
+
+
+def test_data_checksum_names_the_content_not_the_copy(track, tmp_path):
+    """The same data written again with another build time has another manifest checksum but the
+    same data checksum; one ulp of one activation, one token or the split a row sits in
+    changes it."""
+    meta, splits = read_track(track)
+    assert data_checksum(splits) == data_checksum(_splits())  # through parquet and back
+    again = tmp_path / "again"
+    write_track(again, {**_meta(), "built_at": "another time"}, _splits(), CARD)
+    assert (again / "manifest.json").read_bytes() != (track / "manifest.json").read_bytes()
+    assert data_checksum(read_track(again)[1]) == data_checksum(splits)
+    reordered = {s: dict(reversed(list(splits[s].items()))) for s in reversed(list(splits))}
+    assert data_checksum(reordered) == data_checksum(splits)  # the dicts' order is not content
+
+    def changed(edit) -> str:
+        other = {s: {c: a.copy() for c, a in cols.items()} for s, cols in _splits().items()}
+        edit(other)
+        return data_checksum(other)
+
+    def ulp(o):
+        a = o["heldout"]["activation"]
+        a[2, 3] = np.nextafter(a[2, 3], np.float32(np.inf))
+
+    def token(o):
+        o["public"]["tokens"][5, 0] += 1
+
+    def split(o):  # the same rows, one moved from public to heldout
+        for c in o["public"]:
+            o["heldout"][c] = np.concatenate([o["heldout"][c], o["public"][c][-1:]])
+            o["public"][c] = o["public"][c][:-1]
+
+    sums = {changed(e) for e in (ulp, token, split)}
+    assert len(sums) == 3 and data_checksum(splits) not in sums
 
 
 def test_rewrite_replaces_and_manifest_tracks_it(track):

@@ -32,7 +32,7 @@ def build(
         source: the private split's prompt source (default: the track's own), e.g.
             textfile:<path> of texts the organiser keeps.
     """
-    from challenge.track import build_track, get_spec
+    from challenge.track import build_track, get_spec, load_track
 
     t0 = time.perf_counter()
     if private:
@@ -54,7 +54,8 @@ def build(
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     print(
         f"built {spec.track_id} v{spec.version} -> {path} "
-        f"({size / 1e6:.1f} MB, {time.perf_counter() - t0:.1f} s)"
+        f"({size / 1e6:.1f} MB, {time.perf_counter() - t0:.1f} s); "
+        f"data sha256 {load_track(path).data_sha256}"
     )
     return path
 
