@@ -81,7 +81,11 @@ def test_copying_the_dev_split_gains_nothing_on_the_test_split(tiny_track, test_
     o_score, (o_low, o_high) = headline(
         score_points(test_view, smollm, oracle, CFG, progress=False)
     )
-    assert low < 1.0  # no longer the exact reference
+    # no longer the exact reference: no copied row is a row of the test split's reference
+    # half. (Its interval may still be [1, 1], as the test oracle's may: on a machine with
+    # AVX512 kernels both scored 1.0 [1.0, 1.0] at these 64 points.)
+    test_ref = test_view.acts("heldout")[reference_rows(test_view)]
+    assert torch.cdist(x.double(), test_ref.double()).min() > 0
     assert low <= o_high and o_low <= high, (test_score, low, high, o_score, o_low, o_high)
 
 
