@@ -85,6 +85,9 @@ def main() -> None:
     entries = a.entry
     if entries == ["all"]:
         entries = sorted(p.stem for p in board.glob("*.json") if (board / f"{p.stem}.npz").exists())
+    missing = [e for e in entries if not (board / f"{e}.npz").exists()]
+    if missing or not entries:
+        raise SystemExit(f"{board}: no record with per-point features for {missing or 'any entry'}")
     records = {e: load_record(board / f"{e}.json") for e in entries}
     configs = {json.dumps(to_jsonable(r.config), sort_keys=True) for r, _, _ in records.values()}
     if len(configs) != 1:
