@@ -173,6 +173,34 @@ def test_committed_board_renders_byte_identical(tmp_path):
         assert (d / f).read_bytes() == (BOARD / f).read_bytes(), f
 
 
+def test_the_board_is_scored_on_the_published_track_and_its_saes():
+    """Every committed record names the track version, manifest and data that the repository's
+    registry publishes, and each SAE entry an SAE published with it (so any machine fetches the
+    bits the board was scored on: ``plateau download registry``)."""
+    import hashlib
+
+    from challenge.store import verify_published_saes, verify_track
+    from challenge.track import TRACKS, load_track, published_copy
+
+    spec = TRACKS[BOARD.name]
+    pub = published_copy(spec)
+    assert pub is not None, f"registry/ does not publish {spec.track_id} v{spec.version}"
+    verify_track(pub)
+    saes = verify_published_saes(pub)
+    manifest = hashlib.sha256((pub / "manifest.json").read_bytes()).hexdigest()
+    data = load_track(pub).data_sha256
+    records = sorted(BOARD.glob("*.json"))
+    assert len(records) >= 10
+    for p in records:
+        rep = json.loads(p.read_text())
+        assert rep["track"]["version"] == spec.version, p.name
+        assert rep["track"]["manifest_sha256"] == manifest, p.name
+        assert rep["track"]["data_sha256"] == data, p.name
+        if "sae" in rep["submission"]:
+            sae = rep["submission"]["sae"]
+            assert saes.get(sae["name"]) == sae["sha256"], p.name
+
+
 @pytest.mark.parametrize(
     "changes, what",
     [

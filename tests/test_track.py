@@ -75,6 +75,29 @@ def test_publish_download_roundtrip_is_identical(tiny_track, tiny_track_dir, tmp
             assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
 
 
+def test_a_track_missing_from_the_cache_comes_from_the_registry_not_a_rebuild(
+    tiny_track, tiny_track_dir, tmp_path, monkeypatch
+):
+    import challenge.track as track_mod
+
+    def no_build(*a, **k):
+        raise AssertionError("built instead of fetched")
+
+    monkeypatch.setattr(track_mod, "build_track", no_build)
+    monkeypatch.setenv("PLATEAU_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PLATEAU_REGISTRY", str(tmp_path / "registry"))
+    spec = get_spec("smollm2-135m-l1-tiny")
+    assert track_mod.published_copy(spec) is None
+    with pytest.raises(AssertionError, match="built instead"):  # nothing published: built
+        track_mod.resolve_track(spec.track_id)
+    publish(tiny_track_dir, str(tmp_path / "registry"))
+    assert track_mod.published_copy(spec) == tmp_path / "registry" / spec.track_id / "v1.0.0"
+    got = track_mod.resolve_track(spec.track_id)
+    assert got.path == tmp_path / "cache" / "tracks" / spec.track_id / "v1.0.0"
+    assert got.data_sha256 == tiny_track.data_sha256  # the published bits
+    assert track_mod.resolve_track(spec.track_id).path == got.path  # then read from the cache
+
+
 def test_corrupted_file_is_refused(tiny_track_dir, tmp_path):
     bad = tmp_path / "bad"
     shutil.copytree(tiny_track_dir, bad)

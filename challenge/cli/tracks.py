@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from challenge.errors import ConfigError
 from challenge.track import DEFAULT_TRACK
 
 
@@ -32,7 +33,7 @@ def build(
         source: the private split's prompt source (default: the track's own), e.g.
             textfile:<path> of texts the organiser keeps.
     """
-    from challenge.track import build_track, get_spec, load_track
+    from challenge.track import build_track, get_spec, load_track, published_copy
 
     t0 = time.perf_counter()
     if private:
@@ -57,6 +58,12 @@ def build(
         f"({size / 1e6:.1f} MB, {time.perf_counter() - t0:.1f} s); "
         f"data sha256 {load_track(path).data_sha256}"
     )
+    published = published_copy(spec)
+    if published is not None:
+        print(
+            f"note: {published} publishes this version (the board's data); this build may differ "
+            f"from it by fp32 rounding. `plateau download {published.parents[1]}` fetches it."
+        )
     return path
 
 
@@ -98,11 +105,19 @@ def download(
     source: str,
     /,
     track_id: str = DEFAULT_TRACK,
-    version: str = "1.0.0",
+    version: str | None = None,
     cache_dir: Path | None = None,
 ) -> None:
     """Fetch a pinned track version (hub `hf://<org>/<repo>` or local registry) and verify its
-    checksums."""
+    checksums. ``version`` defaults to the registered track's current version."""
     from challenge.store import download as _download
+    from challenge.track import TRACKS
+
+    if version is None:
+        if track_id not in TRACKS:
+            raise ConfigError(
+                f"{track_id!r} is not a registered track; give its --version", field="version"
+            )
+        version = TRACKS[track_id].version
 
     print(_download(source, track_id=track_id, version=version, cache_dir=cache_dir))

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from challenge.track import SPLITS, TRACKS, TrackSpec, load_track
 
 
@@ -38,3 +40,17 @@ def test_publish_then_download_is_the_same_track(plateau, tiny_track, tiny_track
     got = load_track(tmp_path / "got")
     for s in SPLITS:
         assert got.splits[s]["activation"].tobytes() == tiny_track.splits[s]["activation"].tobytes()
+
+
+def test_download_pins_the_registered_version_by_default(plateau, tiny_track_dir, tmp_path, capsys):
+    registry = tmp_path / "registry"
+    plateau("publish", tiny_track_dir, registry)
+    tid = "smollm2-135m-l1-tiny"
+    out = plateau("download", registry, "--track-id", tid, "--cache-dir", tmp_path / "got")
+    assert str(tmp_path / "got") in out
+    assert load_track(tmp_path / "got").spec.version == TRACKS[tid].version
+    with pytest.raises(SystemExit):
+        plateau("download", registry, "--track-id", "not-registered")
+    assert (
+        "'not-registered' is not a registered track; give its --version" in capsys.readouterr().err
+    )
