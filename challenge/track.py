@@ -16,6 +16,7 @@ run with thresholds relative to the track instead of GPT-2's constants.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 import time
@@ -177,8 +178,6 @@ def local_registry() -> Path:
     """The repository's registry of published tracks (``$PLATEAU_REGISTRY``, default
     ``registry/`` beside the package): the board's track versions with their SAEs, committed so
     every machine scores on the same bits (``plateau publish`` writes it, ``download`` reads it)."""
-    import os
-
     default = Path(__file__).resolve().parents[1] / "registry"
     return Path(os.environ.get("PLATEAU_REGISTRY", default))
 
