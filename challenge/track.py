@@ -34,7 +34,7 @@ from challenge.errors import ConfigError, TrackIntegrityError
 from challenge.models import LoadedModel, ModelSpec, cache_root, load_model
 from challenge.prompts import PromptSpec, build_prompts
 from challenge.results import machine
-from challenge.store import data_checksum, read_track, write_track
+from challenge.store import MANIFEST, _registry_path, data_checksum, read_track, write_track
 
 SPLITS = ("public", "heldout", "context")
 DEFAULT_TRACK = "smollm2-135m-l1"
@@ -184,8 +184,8 @@ def local_registry() -> Path:
 
 def published_copy(spec: TrackSpec) -> Path | None:
     """The registry's copy of ``spec``'s version, if it publishes one."""
-    d = local_registry() / spec.track_id / f"v{spec.version}"
-    return d if (d / "manifest.json").exists() else None
+    d = _registry_path(local_registry(), spec.track_id, spec.version)
+    return d if (d / MANIFEST).exists() else None
 
 
 @dataclass

@@ -33,7 +33,7 @@ def build(
         source: the private split's prompt source (default: the track's own), e.g.
             textfile:<path> of texts the organiser keeps.
     """
-    from challenge.track import build_track, get_spec, load_track, published_copy
+    from challenge.track import build_track, get_spec, load_track, local_registry, published_copy
 
     t0 = time.perf_counter()
     if private:
@@ -62,7 +62,7 @@ def build(
     if published is not None:
         print(
             f"note: {published} publishes this version (the board's data); this build may differ "
-            f"from it by fp32 rounding. `plateau download {published.parents[1]}` fetches it."
+            f"from it by fp32 rounding. `plateau download {local_registry()}` fetches it."
         )
     return path
 
