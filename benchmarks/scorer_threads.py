@@ -1,6 +1,6 @@
 """Does the board reproduce under other floating-point rounding, or on another machine? Re-probe
-the reference and board entries in the board's seed-0 slots with no cache, with another number
-of CPU threads, other CPU kernels (``ATEN_CPU_CAPABILITY=default``: ATen's scalar kernels
+the reference and board entries in the board's seed-0 slots (every context round of the
+records' config) with no cache, with another number of CPU threads, other CPU kernels (``ATEN_CPU_CAPABILITY=default``: ATen's scalar kernels
 instead of AVX2, other reduction orders in softmax, norms and sums: the kind of fp32 difference
 another CPU makes; ``MKL_ENABLE_INSTRUCTIONS``) or on a fresh machine, and compare per-point
 features and headlines with the committed records. The reference is probed once for all
@@ -25,14 +25,13 @@ import torch
 
 from challenge import rng
 from challenge.models import load_model
-from challenge.probes import run_probes
 from challenge.results import machine, to_jsonable
 from challenge.scorer import (
     ScoreReport,
     compare,
     make_slots,
     n_slots,
-    reference_rows,
+    round_features,
     stored_features,
     track_checksum,
 )
@@ -99,7 +98,6 @@ def main() -> None:
     n = n_slots(track)
     slots = make_slots(track, n, cfg)
     engine = track.engine(lm, progress=True)
-    public = track.acts("public")
     doc = {
         "threads": a.threads,
         "machine": run_machine(),
@@ -110,15 +108,13 @@ def main() -> None:
         "entries": {},
     }
     t = time.perf_counter()
-    ref = track.acts("heldout")[reference_rows(track)]
-    ref = ref[rng.subset(len(ref), n, cfg.seed, "scorer.reference_order")]
-    new_ref = run_probes(engine, ref, slots, public, track.units, cfg.probes)
+    new_ref = round_features(track, engine, None, slots, n, cfg, cache=False)
     doc["reference"] = {"seconds": round(time.perf_counter() - t, 1)}
     for e, (old, old_ref, old_sub) in records.items():
         t = time.perf_counter()
         _, points = read_submission(a.submissions / track.spec.track_id / e)
         rows = rng.subset(len(points), n, cfg.seed, "scorer.rows")
-        new_sub = run_probes(engine, points[rows], slots, public, track.units, cfg.probes)
+        new_sub = round_features(track, engine, points[rows], slots, n, cfg, cache=False)
         head, _, _ = compare(new_ref, new_sub, cfg)
         doc["entries"][e] = {
             "seconds": round(time.perf_counter() - t, 1),

@@ -4,7 +4,8 @@ Reads ``leaderboard/<track>/<entry>.npz`` (per-point probe features of each entr
 reference, all in the same seed-0 slots) and, without running the model again:
 
 1. the **contamination curve**: the oracle (``heldout_real``) with 0, 10, 30, 50, 100 % of its
-   slots taken by the N(mu, Sigma) entry (``gaussian``) in the same slots, scored by the same
+   rows (each with all its context slots) taken by the N(mu, Sigma) entry (``gaussian``) in the
+   same slots, scored by the same
    classifier test; plotted to ``docs/img/scoring_contamination.png``;
 2. per entry, the **classifier spread**: the headline re-computed with 5 classifier seeds (folds,
    boosting seed and bootstrap indices; the features fixed), and the bootstrap standard
@@ -47,11 +48,14 @@ def main() -> None:
     real = features(a.board / "heldout_real.npz", "submission")
     gauss = features(a.board / "gaussian.npz", "submission")
     n = len(next(iter(real.values())))
-    order = np.random.default_rng(0).permutation(n)
+    c = cfg.contexts_per_row
+    rows = n // c  # slots are round-major: row j holds slots j, j + rows, ...
+    order = np.random.default_rng(0).permutation(rows)
     curve = []
     for x in (0, 10, 30, 50, 100):
-        take = np.zeros(n, bool)
-        take[order[: round(n * x / 100)]] = True
+        take = np.zeros(rows, bool)
+        take[order[: round(rows * x / 100)]] = True
+        take = np.tile(take, c)  # a replaced row is replaced in every context
         mix = {k: np.where(take, gauss[k], real[k]) for k in real}
         h, _, _ = compare(ref, mix, cfg)
         curve.append({"x": x, "score": h.score, "ci": list(h.ci), "auc": h.auc})
@@ -86,7 +90,8 @@ def main() -> None:
     ax.set_xlabel("% of the oracle's rows replaced by N(mu, Sigma) rows")
     ax.set_ylabel("score (95 % interval)")
     ax.set_ylim(-0.02, 1.05)
-    ax.set_title(f"contamination curve, {n} points", fontsize=9)
+    per = f" ({rows} rows x {c} contexts)" if c > 1 else ""
+    ax.set_title(f"contamination curve, {n} points{per}", fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     a.plot.parent.mkdir(parents=True, exist_ok=True)

@@ -35,6 +35,7 @@ CFG = ScoreConfig(
     n_points=12,
     probes=ProbeConfig(probes=("radius", "p2"), n_directions=2, bisect_steps=2, p2_steps=3),
     classifier=ClassifierConfig(max_iter=5),
+    contexts_per_row=1,
     n_boot=20,
 )
 MAX_ROWS = 18

@@ -76,7 +76,9 @@ def test_sorted_by_score(board):
     # the board says how densely its records were probed (the committed record's config)
     cfg = json.loads((BOARD / "gaussian.json").read_text())["config"]
     n = json.loads((BOARD / "gaussian.json").read_text())["headline"]["n_points"]
-    assert f"Scored with {n} points;" in md
+    k = cfg["contexts_per_row"]
+    rows = f" ({n // k} rows x {k} contexts)" if k > 1 else ""
+    assert f"Scored with {n} points{rows};" in md
     assert f"{cfg['probes']['n_directions']} directions x" in md
 
 

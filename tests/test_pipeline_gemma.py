@@ -26,6 +26,7 @@ def test_main_job_on_a_tiny_gemma_track(gemma, tmp_path):
         score=ScoreConfig(
             n_points=16,
             n_boot=20,
+            contexts_per_row=1,
             probes=ProbeConfig(probes=("radius", "p2"), n_directions=2, bisect_steps=3, p2_steps=5),
         ),
         board=tmp_path / "board",

@@ -14,6 +14,7 @@ from challenge.track import SPLITS
 # Light probes for the 64-slot tiny track (as tests/test_scorer.py), few bootstrap draws.
 CFG = ScoreConfig(
     probes=ProbeConfig(probes=("radius", "p2"), n_directions=4, bisect_steps=6, p2_steps=11),
+    contexts_per_row=1,
     n_boot=100,
 )
 

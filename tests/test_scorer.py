@@ -42,6 +42,7 @@ from challenge.submission import generate
 # Light probes for the 64-slot tiny track: 4 directions, 6 bisection rounds, 11-point P2 paths.
 CFG = ScoreConfig(
     probes=ProbeConfig(probes=("radius", "p2"), n_directions=4, bisect_steps=6, p2_steps=11),
+    contexts_per_row=1,
     n_boot=200,
 )
 BOARD = Path(__file__).resolve().parents[1] / "leaderboard" / "smollm2-135m-l1"

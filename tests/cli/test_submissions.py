@@ -11,7 +11,7 @@ from challenge.validate import required_n
 TINY = "smollm2-135m-l1-tiny"
 SMALL = (
     "--n-points", 10, "--n-directions", 2, "--bisect-steps", 3,
-    "--p2-steps", 5, "--n-boot", 10,
+    "--p2-steps", 5, "--n-boot", 10, "--contexts-per-row", 1,
 )  # fmt: skip
 
 
