@@ -48,7 +48,8 @@ SCORE_TEXT = (
     "telling the entry's plateau "
     "probes (radius around each point, sharpness toward its nearest real neighbour) from those "
     "of held-out real activations in the same contexts: 1 = indistinguishable, 0 = always told "
-    "apart. Intervals: 95 % bootstrap over contexts. Synthetic entries are ranked by paired "
+    "apart. Intervals: 95 % bootstrap over scored rows, each with its contexts and reference "
+    "partner. Synthetic entries are ranked by paired "
     "bootstrap differences: an entry not resolved from the one above shares its rank (tied)."
 )
 COLUMNS = [
