@@ -1,7 +1,7 @@
 """Does the board reproduce under other floating-point rounding, or on another machine? Re-probe
 the reference and board entries in the board's seed-0 slots (every context round of the
-records' config) with no cache, with another number of CPU threads, other CPU kernels (``ATEN_CPU_CAPABILITY=default``: ATen's scalar kernels
-instead of AVX2, other reduction orders in softmax, norms and sums: the kind of fp32 difference
+records' config) with no cache, with another number of CPU threads, other CPU kernels
+(``ATEN_CPU_CAPABILITY=default``: ATen's scalar kernels instead of AVX2, other reduction orders in softmax, norms and sums: the kind of fp32 difference
 another CPU makes; ``MKL_ENABLE_INSTRUCTIONS``) or on a fresh machine, and compare per-point
 features and headlines with the committed records. The reference is probed once for all
 entries; the track built here is compared with the records' manifest checksum.

@@ -124,7 +124,7 @@ class ScoreConfig:
     out (folds and bootstrap resample rows with all their slots; slots ``0 .. n - 1`` are the
     ``c = 1`` slots, so their features are shared with a ``c = 1`` run). Default 2: on
     ``smollm2-135m-l1`` v2.0.0 (1000 rows) one context per row left 3 of 7 entries above a seed
-    sd of 0.025 (docs/scoring.md, "Resolution")."""
+    sd of 0.025 (docs/scoring.md, "The board at two contexts per row")."""
     n_boot: int = 1000
     """Bootstrap resamples of the rows (the headline's interval)."""
     seed: int = 0
