@@ -120,13 +120,19 @@ def main() -> None:
         s1 = np.array([row[f"seed{s}/r1"]["score"] for s in seeds])
         boot = np.mean([row[f"seed{s}/r5"]["boot_sd"] for s in seeds])
         cells = [f"{row[f'seed{s}/r5']['score']:.3f}" if s in seeds else "-" for s in range(5)]
-        sd5, sd1 = np.std(s5, ddof=1), np.std(s1, ddof=1)
         hm = hanley_mcneil_sd(float(np.mean(s5)), row["slots"])
+        if len(seeds) < 2:  # no spread to measure yet: say so rather than print NaN and "no"
+            sds, verdict = "- | -", "not measured (one seed)"
+        else:
+            sd5, sd1 = np.std(s5, ddof=1), np.std(s1, ddof=1)
+            sds = f"{sd5:.3f} | {sd1:.3f}"
+            verdict = ("yes" if sd5 <= TARGET else "no") + (
+                f" ({len(seeds)} seeds)" if len(seeds) < 5 else ""
+            )
         print(
             f"| {name} | {len(seeds)} | "
             + " | ".join(cells)
-            + f" | {sd5:.3f} | {sd1:.3f} | {boot:.3f} | {hm:.3f} | "
-            + f"{'yes' if sd5 <= TARGET else 'no'} |"
+            + f" | {sds} | {boot:.3f} | {hm:.3f} | {verdict} |"
         )
 
     # paired differences between entries neighbouring by their 5-seed mean, seed by seed (each
