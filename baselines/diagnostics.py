@@ -17,7 +17,7 @@ from torch import Tensor
 
 from baselines.generators import last_token_means
 from challenge.results import Result, TrackRef, provenance
-from challenge.validate import nearest_distances
+from challenge.scoring.validation import nearest_distances
 
 
 def placement(track, x: Float[Tensor, "n d_model"], means: Tensor, radius: float) -> dict:

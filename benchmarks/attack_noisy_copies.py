@@ -27,10 +27,9 @@ from baselines.generators import moved_rows
 from challenge.directions import ActivationStats, as_generator
 from challenge.errors import ChallengeError
 from challenge.models import load_model
-from challenge.scorer import ScoreConfig, score_submission
+from challenge.scoring import ScoreConfig, score_folder
 from challenge.submission import write_submission
 from challenge.track import DEFAULT_TRACK, resolve_track
-from challenge.validate import required_n
 
 
 def attack_rows(public: torch.Tensor, kind: str, n: int, seed: int = 0) -> torch.Tensor:
@@ -50,7 +49,7 @@ def main() -> None:
     a = ap.parse_args()
     track = resolve_track(a.track)
     lm = load_model(track.spec.model)
-    n = required_n(track)
+    n = track.required_n
     rows = {}
     for kind in a.attacks:
         folder = a.out / track.spec.track_id / f"noisy_copy_{kind}"
@@ -67,7 +66,7 @@ def main() -> None:
         write_submission(folder, meta, attack_rows(track.acts("public"), kind, n))
         t0 = time.perf_counter()
         try:
-            rep = score_submission(folder, track, lm, ScoreConfig(), out=a.out / "reports")
+            rep = score_folder(folder, track, lm, ScoreConfig(), out=a.out / "reports")
             h = rep.headline
             rows[kind] = {"score": h.score, "ci": list(h.ci), "mean_ks": h.mean_ks}
         except ChallengeError as e:

@@ -199,7 +199,7 @@ def bench_ray(args, lm, track) -> tuple[dict, object]:
 
 # ------------------------------------------------------------------ the score
 def timed_score(track, lm, pts, cfg, threads: int, dist=None) -> tuple[float, object]:
-    from challenge import scorer
+    from challenge.scoring import recording as scorer
 
     n = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -226,9 +226,9 @@ def same_report(a, b) -> bool:
 
 def cost_model(lm, track, cfg, n: int) -> dict:
     """Rows and FLOPs of one score (reference + submission) under the default probes."""
-    from challenge.engine import parse_resid_hook
+    from challenge.hooks import parse_resid
 
-    start = parse_resid_hook(track.spec.write_hook, lm.cfg.n_layers)
+    start = parse_resid(track.spec.write_hook, lm.cfg.n_layers)
     T = track.tokens("context").shape[1]
     p = cfg.probes
     rows_per_point = p.bisect_steps * (p.n_directions + 1) + p.p2_steps
@@ -269,7 +269,7 @@ def main() -> None:
 
     from challenge import distributed as D
     from challenge.models import load_model
-    from challenge.scorer import ScoreConfig, oracle_rows
+    from challenge.scoring import ScoreConfig
     from challenge.track import resolve_track
 
     torch.set_num_threads(args.cpus_per_worker)
@@ -304,7 +304,7 @@ def main() -> None:
     )
 
     cfg = ScoreConfig(n_points=args.points)
-    pts = track.acts("heldout")[oracle_rows(track)]
+    pts = track.acts("heldout")[track.oracle_rows()]
     cm = res["cost_model"] = cost_model(lm, track, cfg, args.points)
     c0 = time.process_time()
     t1, single = timed_score(track, lm, pts, cfg, args.cpus_per_worker)

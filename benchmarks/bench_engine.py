@@ -70,6 +70,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/bench"))
     args = ap.parse_args()
 
+    from challenge import hooks
     from challenge.engine import EngineConfig, PerturbationEngine
     from challenge.models import load_model
     from challenge.paths import linear_path
@@ -82,7 +83,7 @@ def main() -> None:
     tokens = torch.from_numpy(
         build_prompts(spec, lm.tokenizer, {"b": 2 * args.curves}, seed=0)["b"]
     )
-    hook = f"blocks.{args.layer}.hook_resid_pre"
+    hook = hooks.resid_pre(args.layer)
     fast = PerturbationEngine(
         lm.model,
         EngineConfig(write_hook=hook, backend="tail", max_rows=args.max_rows, progress=False),

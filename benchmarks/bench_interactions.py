@@ -21,6 +21,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from challenge.interactions.data import cache_inputs, text_windows  # noqa: E402
 from challenge.interactions.dictionaries import new_dictionary  # noqa: E402
 from challenge.interactions.jacobian import (  # noqa: E402
     MLPWeights,
@@ -29,7 +30,6 @@ from challenge.interactions.jacobian import (  # noqa: E402
     jacobian_penalty,
     restrict,
 )
-from challenge.interactions.train import cache_inputs, text_windows  # noqa: E402
 from challenge.prompts import PromptSpec  # noqa: E402
 from challenge.sae import SAE  # noqa: E402
 

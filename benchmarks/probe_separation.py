@@ -19,14 +19,14 @@ import torch
 
 from challenge import metrics as M
 from challenge.directions import ActivationStats, gaussian_like
+from challenge.metrics import auc as scorer_auc
 from challenge.models import load_model
 from challenge.probes import PROBES, ProbeConfig, Slots, run_probes, unit_directions
-from challenge.scorer import auc as scorer_auc
 from challenge.track import resolve_track
 
 
 def auc(a: np.ndarray, b: np.ndarray) -> float:
-    """Separation of two samples whichever is larger: max(AUC, 1 - AUC) (``scorer.auc``)."""
+    """Separation of two samples whichever is larger: max(AUC, 1 - AUC) (``metrics.auc``)."""
     s = scorer_auc(a, b)
     return max(s, 1 - s)
 

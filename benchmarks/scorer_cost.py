@@ -20,7 +20,8 @@ import torch
 from challenge import rng
 from challenge.models import load_model
 from challenge.probes import run_probes
-from challenge.scorer import ScoreConfig, make_slots, n_slots
+from challenge.scoring import ScoreConfig
+from challenge.scoring.probing import make_slots
 from challenge.submission import read_submission
 from challenge.track import resolve_track
 
@@ -49,7 +50,7 @@ def main() -> None:
             t = time.perf_counter()
             run_probes(engine, pts, slots, track.acts("public"), track.units, cfg.probes)
             best[th] = min(best[th], time.perf_counter() - t)
-    rows = n_slots(track)
+    rows = track.required_n
     doc = {
         "entry": a.entry,
         "points": a.points,

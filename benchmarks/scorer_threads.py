@@ -26,15 +26,9 @@ import torch
 from challenge import rng
 from challenge.models import load_model
 from challenge.results import machine, to_jsonable
-from challenge.scorer import (
-    ScoreReport,
-    compare,
-    make_slots,
-    n_slots,
-    round_features,
-    stored_features,
-    track_checksum,
-)
+from challenge.scoring import ScoreReport, load_report
+from challenge.scoring.classifier import compare
+from challenge.scoring.probing import make_slots, round_features, track_identity
 from challenge.submission import read_submission
 from challenge.track import resolve_track
 
@@ -63,10 +57,8 @@ def run_machine() -> dict:
 
 def load_record(path: Path) -> tuple[ScoreReport, dict, dict]:
     """A committed report and its stored per-point features (reference, submission)."""
-    report = ScoreReport.from_json(json.loads(path.read_text()))
-    with np.load(path.with_suffix(".npz")) as z:
-        arrays = dict(z)
-    return report, stored_features(arrays, "reference"), stored_features(arrays, "submission")
+    report = load_report(path)
+    return report, report.data.reference, report.data.submission
 
 
 def main() -> None:
@@ -95,14 +87,14 @@ def main() -> None:
         )
     cfg = next(iter(records.values()))[0].config
     lm = load_model(track.spec.model)
-    n = n_slots(track)
+    n = track.required_n
     slots = make_slots(track, n, cfg)
     engine = track.engine(lm, progress=True)
     doc = {
         "threads": a.threads,
         "machine": run_machine(),
         "track": {
-            "built_here": track_checksum(track),
+            "built_here": track_identity(track),
             "records": sorted({r.track.manifest_sha256 for r, _, _ in records.values()}),
         },
         "entries": {},

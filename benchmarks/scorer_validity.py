@@ -23,12 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from challenge.scorer import ScoreReport, compare, stored_features
+from challenge.scoring import load_report
+from challenge.scoring.classifier import compare
 
 
 def features(npz: Path, group: str) -> dict[str, np.ndarray]:
-    with np.load(npz) as z:
-        return stored_features(dict(z), group)
+    return getattr(load_report(npz.with_suffix(".json")).data, group)
 
 
 def main() -> None:
@@ -39,7 +39,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="JSON of every number printed")
     a = ap.parse_args()
     reps = {
-        p.stem: ScoreReport.from_json(json.loads(p.read_text()))
+        p.stem: load_report(p, arrays=False)
         for p in sorted(a.board.glob("*.json"))
         if json.loads(p.read_text()).get("schema") == "plateau-score/2"
     }
@@ -64,8 +64,7 @@ def main() -> None:
     for name, rep in reps.items() if a.seeds else ():
         sub = features(a.board / f"{name}.npz", "submission")
         scores = [compare(ref, sub, replace(cfg, seed=s))[0].score for s in range(a.seeds)]
-        with np.load(a.board / f"{name}.npz") as z:
-            boot_sd = float(np.std(z["bootstrap/score"]))
+        boot_sd = float(np.std(load_report(a.board / f"{name}.json").data.bootstrap))
         spread[name] = {
             "score": rep.headline.score,
             "ci": list(rep.headline.ci),

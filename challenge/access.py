@@ -31,6 +31,7 @@ import torch
 
 from challenge.errors import ChallengeError
 from challenge.store import SAE_FOLDER
+from challenge.track import TrackHalves, TrackLike
 
 ACCESS = ("public", "sae", "model", "heldout")
 SYNTHETIC_ACCESS = frozenset({"public", "sae"})
@@ -90,12 +91,12 @@ def generator_access(generator: Any) -> dict[str, Any]:
     return entry_access(cat, "in_repo", access)
 
 
-class TrackView:
+class TrackView(TrackHalves):
     """A track as a generator may see it: ``spec``, ``meta``, ``d_model``, ``units`` and the
     splits in ``allowed``; any other split raises :class:`AccessError`. No ``path`` (so no
     route to the track's files)."""
 
-    def __init__(self, track: Any, allowed: tuple[str, ...], who: str):
+    def __init__(self, track: TrackLike, allowed: tuple[str, ...], who: str):
         self._track, self._allowed, self._who = track, tuple(allowed), who
         self.spec, self.meta, self.path = track.spec, track.meta, None
         # the SAEs published with the track (what ``track_sae`` loads), not the track's files
@@ -128,6 +129,10 @@ class TrackView:
     def units(self) -> dict[str, float]:
         return self._track.units
 
+    @property
+    def data_sha256(self) -> str | None:
+        return self._track.data_sha256
+
     def engine(self, lm: Any, **overrides) -> Any:
         return self._track.engine(lm, **overrides)
 
@@ -149,7 +154,7 @@ class NoModel:
         )
 
 
-def guarded(track: Any, lm: Any, generator: Any) -> tuple[TrackView, Any]:
+def guarded(track: TrackLike, lm: Any, generator: Any) -> tuple[TrackView, Any]:
     """The track view and model a generator may use, from its declared ``access``."""
     name = getattr(generator, "name", type(generator).__name__)
     access = check_access(getattr(generator, "access", None), name)

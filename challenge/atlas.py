@@ -38,18 +38,18 @@ import numpy as np
 from jaxtyping import Float
 from torch import Tensor
 
+from challenge import bootstrap, checks, hooks, rng
 from challenge import metrics as M
-from challenge import rng
 from challenge.directions import ActivationStats, gaussian_like
 from challenge.engine import EngineConfig, PerturbationEngine
 from challenge.errors import ConfigError
+from challenge.metrics import auc
 from challenge.probes import ProbeConfig, Slots, run_probes, unit_directions
 from challenge.protocols import P1Config, p1_published_probe, resolve_p1
 from challenge.results import Result, TrackRef, _atomic_write, provenance
 from challenge.schemas import JSON_CONFIG
-from challenge.scorer import auc
-from challenge.studies._common import corr, require, resid_pre_all
-from challenge.track import DEFAULT_TRACK, measure_units
+from challenge.studies._common import StudyEnv, as_env, corr, resid_pre_all
+from challenge.track import measure_units
 
 NAME = "atlas"
 GROUPS = ("real", "random")
@@ -69,8 +69,6 @@ class AtlasConfig:
 
     __pydantic_config__ = JSON_CONFIG
 
-    track: str = DEFAULT_TRACK
-    """registered track id or a track directory: its model, prompt windows and read-out"""
     layers: tuple[int, ...] = ()
     """write layers (``blocks.L.hook_resid_pre``); empty = ``range(1, n_layers, layer_stride)``
     plus the last layer"""
@@ -90,24 +88,20 @@ class AtlasConfig:
     """bootstrap resamples of the points (intervals)"""
     seed: int = 0
     """run seed: the ``atlas.*`` streams of ``challenge.rng`` (the same draws at every layer)"""
-    out: Path = Path("runs/atlas")
-    """writes <out>/<track>/atlas.{json,npz,png} and the per-layer cells"""
-    plot: bool = True
-    """also draw atlas.png"""
 
     def __post_init__(self) -> None:
+        checks.sequence(self.layers, "layers")
         self.layers = tuple(int(x) for x in self.layers)
-        require(bool(self.track), "track", "a track id or directory is needed")
-        require(self.layer_stride >= 1, "layer_stride", f"must be >= 1, got {self.layer_stride}")
-        require(self.n_points >= 4, "n_points", f"must be >= 4, got {self.n_points}")
-        require(self.n_stats >= 2, "n_stats", f"must be >= 2, got {self.n_stats}")
-        require(self.n_directions >= 1, "n_directions", f"must be >= 1, got {self.n_directions}")
-        require(self.bisect_steps >= 1, "bisect_steps", f"must be >= 1, got {self.bisect_steps}")
-        require(self.p1_steps >= 11, "p1_steps", f"must be >= 11, got {self.p1_steps}")
-        require(self.n_boot >= 10, "n_boot", f"must be >= 10, got {self.n_boot}")
-        require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
-        neg = [x for x in self.layers if x < 0]
-        require(not neg, "layers", f"layers must be >= 0, got {neg}")
+        for x in self.layers:
+            checks.integer(x, "layers", minimum=0)
+        checks.integer(self.layer_stride, "layer_stride", minimum=1)
+        checks.integer(self.n_points, "n_points", minimum=4)
+        checks.integer(self.n_stats, "n_stats", minimum=2)
+        checks.integer(self.n_directions, "n_directions", minimum=1)
+        checks.integer(self.bisect_steps, "bisect_steps", minimum=1)
+        checks.integer(self.p1_steps, "p1_steps", minimum=11)
+        checks.integer(self.n_boot, "n_boot", minimum=10)
+        checks.integer(self.seed, "seed", minimum=0)
 
     def probes(self) -> ProbeConfig:
         return ProbeConfig(
@@ -228,7 +222,7 @@ def contrast(
     aucs = np.array([auc(rand[j], real[i]) for i, j in zip(br, bg, strict=True)])
 
     def ci(v):
-        return [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))]
+        return list(bootstrap.interval(v))
 
     return {
         "real_mean": float(np.nanmean(real)),
@@ -252,9 +246,9 @@ def contrast(
 def summarise_layer(cell: dict[str, np.ndarray], cfg: AtlasConfig, layer: int) -> dict:
     """A layer's row of the atlas: per-feature contrasts and the mean separation of
     :data:`PRIMARY` with its interval (the same bootstrap indices for every feature)."""
-    g = np.random.default_rng(rng.seed_for(cfg.seed, "atlas.bootstrap", layer))
+    g = bootstrap.generator(rng.seed_for(cfg.seed, "atlas.bootstrap", layer))
     n = len(cell["real/radius.mean_log"])
-    boot = (g.integers(0, n, (cfg.n_boot, n)), g.integers(0, n, (cfg.n_boot, n)))
+    boot = (bootstrap.resample(n, cfg.n_boot, g), bootstrap.resample(n, cfg.n_boot, g))
     names = sorted(k.split("/", 1)[1] for k in cell if k.startswith("real/"))
     feats = {f: contrast(cell[f"real/{f}"], cell[f"random/{f}"], boot) for f in names}
     sep = np.mean([feats[f]["_boot_sep"] for f in PRIMARY], axis=0)
@@ -263,11 +257,11 @@ def summarise_layer(cell: dict[str, np.ndarray], cfg: AtlasConfig, layer: int) -
     units = {k.split("/", 1)[1]: float(v) for k, v in cell.items() if k.startswith("units/")}
     return {
         "layer": layer,
-        "hook": f"blocks.{layer}.hook_resid_pre",
+        "hook": hooks.resid_pre(layer),
         "units": units,
         "features": feats,
         "separation": float(np.mean([feats[f]["separation"] for f in PRIMARY])),
-        "separation_ci": [float(np.percentile(sep, 2.5)), float(np.percentile(sep, 97.5))],
+        "separation_ci": list(bootstrap.interval(sep)),
     }
 
 
@@ -338,13 +332,15 @@ class AtlasResult(Result):
 
 
 # ------------------------------------------------------------------------------ driver
-def _cell_path(cfg: AtlasConfig, track_id: str, layer: int, version: int = CELL_VERSION) -> Path:
-    return Path(cfg.out) / track_id / "cells" / f"L{layer:02d}-{cfg.cell_key(version)}.npz"
+def _cell_path(
+    out: Path, cfg: AtlasConfig, track_id: str, layer: int, version: int = CELL_VERSION
+) -> Path:
+    return Path(out) / track_id / "cells" / f"L{layer:02d}-{cfg.cell_key(version)}.npz"
 
 
-def _old_cell(cfg: AtlasConfig, track_id: str, layer: int) -> Path | None:
+def _old_cell(out: Path, cfg: AtlasConfig, track_id: str, layer: int) -> Path | None:
     """A cached cell of a version :func:`upgrade_cell` can bring up to date, if any."""
-    found = (_cell_path(cfg, track_id, layer, v) for v in P1_ONLY_CHANGED)
+    found = (_cell_path(out, cfg, track_id, layer, v) for v in P1_ONLY_CHANGED)
     return next((p for p in found if p.exists()), None)
 
 
@@ -378,34 +374,43 @@ def cell_inputs(track, model, layers: list[int], cfg: AtlasConfig) -> dict[int, 
     }
 
 
-def run(cfg: AtlasConfig, env=None, distributed=None) -> AtlasResult:
-    """Probe every layer of the grid (cells cached and reused), summarise, save and plot.
-    ``distributed`` (``challenge.distributed.DistributedConfig``): every engine call's chunks run
-    on Ray workers (``challenge.distributed_engine``; the same numbers)."""
+def run(
+    cfg: AtlasConfig,
+    env: StudyEnv | str | Path,
+    *,
+    out: Path,
+    draw: bool = True,
+    distributed=None,
+) -> AtlasResult:
+    """Probe every layer of the grid on ``env`` (a ``StudyEnv``, or a track id / directory to
+    load; its model, prompt windows and read-out), cells cached and reused under
+    ``<out>/<track id>/cells/``, summarise, save ``<out>/<track id>/atlas.{json,npz}`` and, when
+    ``draw``, ``atlas.png``. ``distributed`` (``challenge.distributed.DistributedConfig``): every
+    engine call's chunks run on Ray workers (``challenge.distributed_engine``; the same
+    numbers)."""
     from tqdm.auto import tqdm
 
     from challenge.distributed_engine import distribute
-    from challenge.studies._common import load_env
 
-    env = env or load_env(cfg.track)
+    env = as_env(env)
     tr, lm = env.track, env.lm
     model = lm.model
     layers = layer_grid(cfg, model.cfg.n_layers)
     tid = tr.spec.track_id
-    todo = [L for L in layers if not _cell_path(cfg, tid, L).exists()]
+    todo = [L for L in layers if not _cell_path(out, cfg, tid, L).exists()]
     inputs = cell_inputs(tr, model, todo, cfg) if todo else {}
-    old = {L: p for L in todo if (p := _old_cell(cfg, tid, L)) is not None}
+    old = {L: p for L in todo if (p := _old_cell(out, cfg, tid, L)) is not None}
     cells, engines, secs = {}, {}, {}
     for L in tqdm(layers, desc=f"atlas {lm.provenance.get('model', tid)}"):
         eng = PerturbationEngine(
             model,
             EngineConfig(
-                write_hook=f"blocks.{L}.hook_resid_pre", read_hook=tr.spec.read_hook, progress=False
+                write_hook=hooks.resid_pre(L), read_hook=tr.spec.read_hook, progress=False
             ),
         )
         engines[L] = eng.describe()
         eng = distribute(eng, tr.spec.model, distributed)
-        path = _cell_path(cfg, tid, L)
+        path = _cell_path(out, cfg, tid, L)
         if L in inputs:
             t0 = time.perf_counter()
             if L in old:  # only P1 changed since that cell was written
@@ -442,10 +447,10 @@ def run(cfg: AtlasConfig, env=None, distributed=None) -> AtlasResult:
         provenance=provenance({**lm.provenance, "read_hook": tr.spec.read_hook}),
         arrays=arrays,
     )
-    out = Path(cfg.out) / tid
-    res.save(out, NAME)
-    if cfg.plot:
-        plot(res, out / f"{NAME}.png")
+    folder = Path(out) / tid
+    res.save(folder, NAME)
+    if draw:
+        plot(res, folder / f"{NAME}.png")
     return res
 
 

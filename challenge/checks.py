@@ -51,3 +51,19 @@ def choice(value: Any, choices: Iterable[Any], field: str) -> None:
 def boolean(value: Any, field: str) -> None:
     if not isinstance(value, bool):
         raise ConfigError(f"must be true or false, got {value!r}", field=field)
+
+
+def sequence(
+    values: Any, field: str, *, choices: Iterable[Any] | None = None, nonempty: bool = False
+) -> None:
+    """``values`` is a list or tuple, with at least one item when ``nonempty``, each item one of
+    ``choices`` when given."""
+    if not isinstance(values, (list, tuple)):
+        raise ConfigError(f"must be a list, got {values!r}", field=field)
+    if nonempty and not values:
+        raise ConfigError("must have at least one item", field=field)
+    if choices is not None:
+        choices = tuple(choices)
+        bad = [v for v in values if v not in choices]
+        if bad:
+            raise ConfigError(f"unknown {bad}; known: {list(choices)}", field=field)

@@ -13,8 +13,6 @@ hook per row, as the papers' code does. ``auto`` picks ``tail`` when the model i
 from __future__ import annotations
 
 import hashlib
-import math
-import re
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -22,7 +20,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -30,22 +27,11 @@ from transformer_lens import HookedTransformer
 
 from challenge import checks
 from challenge.activations import capture
+from challenge.divergence import distribution_divergences
 from challenge.errors import ConfigError
+from challenge.hooks import RESID_PATTERN as HOOK_PATTERN
+from challenge.hooks import mlp_pre, parse_resid, resid_post, resid_pre
 from challenge.tail import PrefixCache, TailRunner, supports
-
-HOOK_PATTERN = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|post)$")
-"""A residual-stream hook name: ``blocks.L.hook_resid_pre`` or ``blocks.L.hook_resid_post``."""
-
-
-def parse_resid_hook(name: str, n_layers: int, field_name: str = "hook") -> int:
-    """Residual-stream hook -> index of the first block that reads it (``resid_pre`` index)."""
-    m = HOOK_PATTERN.match(name)
-    if not m:
-        raise ConfigError(f"{name!r} is not blocks.L.hook_resid_pre/post", field=field_name)
-    layer = int(m.group(1)) + (m.group(2) == "post")
-    if not 0 <= layer <= n_layers:
-        raise ConfigError(f"{name!r} is outside the model's {n_layers} layers", field=field_name)
-    return layer
 
 
 @dataclass
@@ -113,73 +99,6 @@ class Curves:
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
 
-def _half_log_mix(D: Tensor) -> Tensor:
-    """``log((1 + e^D) / 2)`` = softplus(D) - ln 2, exactly 0 at D = 0 and accurate near it
-    (``log1p(expm1(D) / 2)``), with the softplus form away from 0 where it cannot overflow."""
-    near = D.abs() < 1
-    return torch.where(near, torch.log1p(torch.expm1(D.clamp(-1, 1)) / 2), F.softplus(D) - LN2)
-
-
-LN2 = math.log(2.0)
-
-
-def divergence_block(vocab: int) -> int:
-    """Steps per pass of :func:`distribution_divergences`: 128 up to a 64k vocabulary (SmolLM2:
-    a 25 MB block), else the largest power of two whose block holds at most 2^22 floats
-    (Gemma's 262k: 16 steps). Measured on one core: Gemma's JS pass takes 48 ms per row with 32
-    or 128 steps per block and 23-29 ms with 4-16; the results are bit-identical."""
-    if vocab <= 65536:
-        return 128
-    fit = (1 << 22) // vocab
-    return 1 << (fit.bit_length() - 1) if fit else 1
-
-
-def distribution_divergences(
-    logits: Float[Tensor, "batch step vocab"], block: int | None = None, js: bool = True
-) -> dict[str, Tensor]:
-    """KL(p_0||p_s), JS(p_0, p_s), H(p_0, p_s) and top-1 change, against step 0 of each row.
-
-    Step 0's log-probabilities and the base distribution are one computation (row 0 of the
-    first block's ``log_softmax``), so every divergence of step 0 is exactly 0. In terms of
-    D = log p_s - log p_0, so that no two large numbers are subtracted: KL = -sum p_0 D,
-    CE = KL + H(p_0), and JS = -1/2 sum p_0 g(D) - 1/2 sum p_s g(-D) with
-    g(D) = log((1 + e^D) / 2), which is 0 term by term where D = 0 (the textbook
-    ``ln 2 - ...`` form leaves an fp32 residue of ln 2 |1 - sum p|, ~1e-5 over 49k tokens).
-    Computed curve by curve in blocks of ``block`` steps (``None``: :func:`divergence_block`),
-    so each pass stays in cache.
-    ``js=False`` skips JS (its two transcendental passes cost more than KL and CE together)
-    and returns it as NaN."""
-    B, S, V = logits.shape
-    block = block or divergence_block(V)
-    out = {k: torch.empty(B, S, device=logits.device) for k in ("kl", "ce")}
-    out["js"] = torch.full((B, S), float("nan"), device=logits.device)
-    top = torch.empty(B, S, dtype=torch.long, device=logits.device)
-    for b in range(B):
-        lp0 = p0 = h0 = None
-        for s0 in range(0, S, block):
-            sl = slice(s0, s0 + block)
-            L = torch.log_softmax(logits[b, sl].float(), dim=-1)
-            if lp0 is None:  # the base distribution is step 0 of this same computation
-                lp0 = L[0].clone()
-                p0 = lp0.exp()
-                h0 = -torch.dot(p0, lp0)
-            top[b, sl] = L.max(-1).indices
-            p = L.exp() if js else None
-            D = L.sub_(lp0)  # in place: log p_s is not needed any more
-            kl = -(D @ p0)
-            out["kl"][b, sl], out["ce"][b, sl] = kl, kl + h0
-            if js:
-                out["js"][b, sl] = -0.5 * (_half_log_mix(D) @ p0) - 0.5 * torch.linalg.vecdot(
-                    p, _half_log_mix(-D)
-                )
-    return {
-        "kl": out["kl"].clamp_min(0),
-        "js": out["js"].clamp_min(0),
-        "ce": out["ce"],
-        "top1_changed": top != top[:, :1],
-    }
-
-
 class PerturbationEngine:
     """Writes activations at the last position of ``write_hook`` and measures the response."""
 
@@ -187,18 +106,18 @@ class PerturbationEngine:
         self.cfg = cfg = cfg or EngineConfig(**overrides)
         self.model = model
         n = model.cfg.n_layers
-        self.start = parse_resid_hook(cfg.write_hook, n, "write_hook")
+        self.start = parse_resid(cfg.write_hook, n, "write_hook")
         if self.start >= n:
             raise ConfigError(
                 "write point after the last block leaves nothing to run", field="write_hook"
             )
-        read = cfg.read_hook or f"blocks.{n - 1}.hook_resid_post"
-        self.read_after = parse_resid_hook(read, n, "read_hook") - 1  # block whose output is read
+        read = cfg.read_hook or resid_post(n - 1)
+        self.read_after = parse_resid(read, n, "read_hook") - 1  # block whose output is read
         if self.read_after < self.start:
             raise ConfigError(
                 f"read hook {read} is before the write hook {cfg.write_hook}", field="read_hook"
             )
-        self.read_hook = f"blocks.{self.read_after}.hook_resid_post"
+        self.read_hook = resid_post(self.read_after)
         ok, why = supports(model)
         if cfg.backend == "tail" and not ok:
             raise ConfigError(f"tail backend unsupported for this model: {why}", field="backend")
@@ -250,7 +169,7 @@ class PerturbationEngine:
 
     # ------------------------------------------------------------------ clean runs
     def _write_name(self) -> str:
-        return f"blocks.{self.start}.hook_resid_pre"
+        return resid_pre(self.start)
 
     @torch.no_grad()
     def clean(
@@ -322,7 +241,7 @@ class PerturbationEngine:
                 def grab(act, hook, i=i):
                     pre[i] = act[:, -1]
 
-                hooks.append((f"blocks.{i}.mlp.hook_pre", grab))
+                hooks.append((mlp_pre(i), grab))
         logits = self.model.run_with_hooks(flat_tokens, fwd_hooks=hooks)[:, -1]
         res = {"read": store["read"].reshape(B, S, -1), "logits": logits.reshape(B, S, -1)}
         if capture_mlp_pre:

@@ -15,6 +15,7 @@ import numpy as np
 from scipy import stats as _stats
 from typing_extensions import TypedDict
 
+from challenge import bootstrap
 from challenge.errors import ConfigError
 
 SLOPE_THRESHOLD = 0.02  # P1, on curves normalised to end at 1
@@ -172,15 +173,15 @@ def ks_bootstrap(a, b, n_boot: int = 1000, seed: int = 0, ci: float = 0.95) -> d
     a, b = _sample(a, "a"), _sample(b, "b")
     if not 0 < ci < 1:
         raise ConfigError(f"ci must be in (0, 1), got {ci}", field="ci")
-    rng = np.random.default_rng(seed)
-    boots = np.array(
-        [
-            ks_fast(rng.choice(a, a.size, replace=True), rng.choice(b, b.size, replace=True))
-            for _ in range(n_boot)
-        ]
-    )
-    low, high = np.quantile(boots, [(1 - ci) / 2, (1 + ci) / 2])
-    return {"stat": ks_statistic(a, b), "low": float(low), "high": float(high)}
+    # one draw for a, then one for b, per resample: the order the published records were made
+    # with (``Generator.choice(x, n, replace=True)`` is ``x[integers(0, n, n)]``, same stream)
+    g = bootstrap.generator(seed)
+    boots = [
+        ks_fast(a[bootstrap.resample(a.size, 1, g)[0]], b[bootstrap.resample(b.size, 1, g)[0]])
+        for _ in range(n_boot)
+    ]
+    low, high = bootstrap.interval(boots, ci)
+    return {"stat": ks_statistic(a, b), "low": low, "high": high}
 
 
 class Summary(TypedDict):
@@ -229,9 +230,13 @@ PUBLISHED_MIN_POINTS = PUBLISHED_AR_START + 1  # the shortest curve their AR acc
 def max_slope_step_published(curves, threshold: float = SLOPE_THRESHOLD):
     """MS as published: ``slopes[i] = v[i] - v[i-1]`` of the raw curve, ``slopes[0]`` padded with
     ``slopes[1]``; no slope ``> threshold`` gives 99, else the step of the largest slope (NaN
-    slopes count as 0). Ties: the last of the tied steps (their code takes the head of a
-    reversed ``argsort``, whose order among equal values is the sort's; for the padded pair
-    (0, 1) this gives 1, as a stable sort does)."""
+    slopes count as 0). Ties are the suite's own rule: among the steps sharing the largest slope
+    (exact float equality) the highest step is reported (``n - 1 - argmax`` of the reversed
+    slopes), so the padded pair (0, 1) gives 1. The notebook takes
+    ``np.argsort(slopes)[::-1][0]``; argsort's default kind (quicksort, an unstable introsort
+    with SIMD paths) leaves the order of equal values to numpy's sort, which varies with the
+    curve length, the CPU and the numpy build (0 or 1 for the padded pair), so published and
+    suite values may differ on tied curves."""
     a = _curves(curves)
     slopes = np.empty_like(a)
     slopes[:, 1:] = np.diff(a, axis=1)
@@ -298,3 +303,14 @@ def area_ratio_step_published(curves, start: int = PUBLISHED_AR_START):
 
 
 DEFINITIONS = ("suite", "published")
+
+
+def auc(neg: np.ndarray, pos: np.ndarray) -> float:
+    """P(pos > neg) + P(pos = neg) / 2 (the Mann-Whitney AUC, ties counted half; NaN dropped)."""
+    from scipy.stats import rankdata
+
+    neg, pos = neg[np.isfinite(neg)], pos[np.isfinite(pos)]
+    if not len(neg) or not len(pos):
+        return 0.5
+    r = rankdata(np.concatenate([neg, pos]))
+    return float((r[len(neg) :].sum() - len(pos) * (len(pos) + 1) / 2) / (len(neg) * len(pos)))

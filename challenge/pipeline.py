@@ -1,6 +1,6 @@
 """The suite's jobs, each composed of library steps and writing its outputs: the main job (every
-generator -> submission -> score -> leaderboard, on one track), recording one submission on the
-leaderboard, and a track's SAE with its evaluation.
+generator -> submission -> record (``challenge.scoring``) -> leaderboard, on one track) and a
+track's SAE with its evaluation.
 
 ``run_main`` takes the generator registry as an argument (the CLI passes
 ``baselines.generators.GENERATORS``), so the library never imports the baselines.
@@ -9,7 +9,6 @@ leaderboard, and a track's SAE with its evaluation.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -17,14 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from challenge.access import entry_access, generator_access
+from challenge.access import generator_access
 from challenge.distributed import DistributedConfig, resumable
-from challenge.errors import ChallengeError, ConfigError, SubmissionError
-from challenge.leaderboard import ROOT, render
+from challenge.errors import ChallengeError, ConfigError
 from challenge.results import Result, TrackRef, provenance
 from challenge.sae import SAEConfig
-from challenge.scorer import ScoreConfig, ScoreReport, score_submission, track_checksum
-from challenge.submission import Generator, check_name, generate
+from challenge.scoring import BOARD_ROOT, ScoreConfig, record
+from challenge.scoring.board import render
+from challenge.submission import Generator, generate
+from challenge.track import TrackLike
 
 log = logging.getLogger("main")
 
@@ -41,7 +41,7 @@ class MainConfig:
     """seed of every generator's sample"""
     submissions: Path = Path("submissions")
     """root of submission folders; writes <submissions>/<track id>/<generator>/"""
-    board: Path = ROOT
+    board: Path = BOARD_ROOT
     """leaderboard root; reports go to <board>/<track id>/"""
 
     def __post_init__(self) -> None:
@@ -69,71 +69,8 @@ class MainResult(Result):
     headline: dict[str, MainEntry] = field(default_factory=dict)
 
 
-def record(
-    folder: str | Path,
-    track: Any,
-    lm: Any,
-    cfg: ScoreConfig | None = None,
-    board: Path = ROOT,
-    *,
-    access: dict[str, Any] | None = None,
-    replace: bool = False,
-    distributed: DistributedConfig | None = None,
-) -> ScoreReport:
-    """Validate + score ``folder`` and write its record ``<board>/<track id>/<name>.json`` (+
-    ``.npz``, ``.png``), with ``access`` (``challenge.access.entry_access``: what the organiser
-    verified about how it was made; default: unverified) in its ``submission``. A name already
-    on the board is refused unless ``replace``; an invalid submission raises and records
-    nothing. The name is checked (``NAME_PATTERN``) before it becomes a path. The copy check is
-    skipped only for the organiser's reference lines (``access`` category ``reference``: the
-    held-out oracle is real rows), which are never ranked. ``distributed``: where the probes run
-    (``challenge.distributed_engine``; the same record)."""
-    from contextlib import nullcontext
-
-    from challenge.validate import copy_check_skipped, validate_submission
-
-    reference = access is not None and access.get("category") == "reference"
-
-    def scope():
-        return copy_check_skipped("reference line, not ranked") if reference else nullcontext()
-
-    with scope():
-        name = check_name(validate_submission(folder, track).name)
-    out = Path(board) / track.spec.track_id
-    existing = out / f"{name}.json"
-    if os.path.lexists(existing) and not replace:
-        raise SubmissionError(
-            f"{name!r} is already on the board ({existing}); choose another name or pass "
-            "--replace to replace that record",
-            file=str(Path(folder) / "submission.json"),
-            field="name",
-        )
-    with scope():
-        rep = score_submission(folder, track, lm, cfg, out=out, distributed=distributed)
-    rep.submission = {**rep.submission, "access": access or entry_access("unverified", "none", [])}
-    rep.save(out, name)
-    return rep
-
-
-def submit(
-    folder: str | Path,
-    track: Any,
-    lm: Any,
-    cfg: ScoreConfig | None = None,
-    board: Path = ROOT,
-    *,
-    replace: bool = False,
-    distributed: DistributedConfig | None = None,
-) -> ScoreReport:
-    """:func:`record` an activation-only submission (listed as unverified) and re-render the
-    leaderboard."""
-    rep = record(folder, track, lm, cfg, board, replace=replace, distributed=distributed)
-    render(track.spec.track_id, board)
-    return rep
-
-
 def run_main(
-    track: Any,
+    track: TrackLike,
     generators: dict[str, Callable[[], Generator]],
     cfg: MainConfig | None = None,
     *,
@@ -168,7 +105,7 @@ def run_main(
 
         track_sae(track, lm=lm)  # the organiser's SAE, ready-made for the generators
     entries: dict[str, MainEntry] = {}
-    with resumable(distributed, "main", track_checksum(track), cfg, names):
+    with resumable(distributed, "main", track.manifest_sha256 or "unknown", cfg, names):
         for name in names:
             t1 = time.perf_counter()
             try:  # the board is rendered once, after every entry is scored: until then it may
@@ -251,7 +188,7 @@ class TrackSAEResult(Result):
 
 
 def track_sae_report(
-    track: Any, cfg: TrackSAEConfig | None = None, *, lm: Any = None
+    track: TrackLike, cfg: TrackSAEConfig | None = None, *, lm: Any = None
 ) -> TrackSAEResult:
     """Train (or fetch) the track's SAE (``challenge.sae.track_sae``), evaluate it on the public,
     held-out and context splits and write the summary to ``<results>/``."""

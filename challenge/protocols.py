@@ -29,7 +29,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from challenge import checks, rng
+from challenge import bootstrap, checks, rng
 from challenge import metrics as M
 from challenge.directions import (
     ActivationStats,
@@ -254,12 +254,10 @@ def compare_features(
         return x[np.isfinite(x)]
 
     n = len(next(iter(ref.values())))
-    g = np.random.default_rng(rng.seed_for(seed, "p1.bootstrap"))
-    boot = g.integers(0, n, (n_boot, n))
+    boot = bootstrap.resample(n, n_boot, rng.seed_for(seed, "p1.bootstrap"))
 
     def ci(v: np.ndarray) -> list[float]:
-        v = v[np.isfinite(v)]
-        return [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if len(v) else []
+        return list(bootstrap.interval(v)) if np.isfinite(v).any() else []
 
     out = {}
     for k in ref:
@@ -659,7 +657,6 @@ def run_protocol(
     ``distributed``: the engine's chunks run on those workers (``challenge.distributed_engine``;
     the same result, bit for bit), resumable after an interruption."""
     from challenge.protocol_plots import plot_protocol
-    from challenge.scorer import track_checksum
     from challenge.track import resolve_track
 
     if not isinstance(cfg, ProtocolConfig):
@@ -668,7 +665,9 @@ def run_protocol(
         raise ConfigError("an SAE adds P3 direction sets; P1 and P2 take none", field="sae")
     tr = resolve_track(track)
     eng = distribute(tr.engine(lm), lm.spec, distributed)
-    with resumable(distributed, "protocol", track_checksum(tr), cfg, lm.spec, str(sae)):
+    with resumable(
+        distributed, "protocol", tr.manifest_sha256 or "unknown", cfg, lm.spec, str(sae)
+    ):
         if isinstance(cfg, P1Config):
             res = run_p1(tr, eng, cfg)
         elif isinstance(cfg, P2Config):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -150,16 +149,13 @@ class TrackRef:
     """sha256 of the track's content (``challenge.store.data_checksum``)."""
 
     @classmethod
-    def of(cls, track) -> TrackRef:
-        p = Path(track.path) if track.path else None
-        man = p / "manifest.json" if p else None
+    def of(cls, track: Any) -> TrackRef:
+        """The reference of a track-like object (``challenge.track.TrackLike``)."""
         return cls(
             id=track.spec.track_id,
             version=track.spec.version,
-            path=str(p) if p else None,
-            manifest_sha256=(
-                hashlib.sha256(man.read_bytes()).hexdigest() if man and man.exists() else None
-            ),
+            path=str(track.path) if track.path else None,
+            manifest_sha256=track.manifest_sha256,
             units=dict(track.units),
             data_sha256=track.data_sha256,
         )

@@ -8,7 +8,9 @@ scorer's scored rows and P1's real targets both use offset 1, as every published
 suite was made that way; changing an offset changes every number that depends on it).
 
 ``index`` selects one member of an indexed family (``p3.direction`` for the i-th direction
-kind, ``interactions.layer`` for the i-th layer): ``seed + offset + stride * index``.
+kind): ``seed + offset + stride * index``. A family indexed by several numbers has one stride
+per index and takes a tuple (``interactions.layer``: the i-th lambda and the layer):
+``seed + offset + sum(stride_j * index_j)``.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ from challenge.errors import ConfigError
 
 @dataclass(frozen=True)
 class Stream:
-    """A named seed stream: ``seed + offset (+ stride * index)``."""
+    """A named seed stream: ``seed + offset (+ stride * index)``; with a tuple of strides, one
+    per index: ``seed + offset + sum(stride_j * index_j)``."""
 
     offset: int
-    stride: int = 0
+    stride: int | tuple[int, ...] = 0
     doc: str = ""
 
 
@@ -76,7 +79,7 @@ STREAMS: dict[str, Stream] = {
     "feature_finding.cov_mixture": Stream(6, doc="cov-random-mixture directions"),
     "feature_finding.signs": Stream(77, 1, "signs of shared directions per base, i-th set"),
     # sparse interactions
-    "interactions.layer": Stream(0, 1000, "the i-th trained layer (plus 7 x its layer index)"),
+    "interactions.layer": Stream(0, (1000, 7), "a layer's dictionaries: (i-th lambda, layer)"),
     "interactions.sae_out": Stream(1, doc="the output dictionary's initialisation"),
     "interactions.sae_in": Stream(0, doc="the input dictionary's initialisation"),
     "interactions.batches": Stream(0, doc="the order of the training tokens"),
@@ -97,18 +100,26 @@ STREAMS: dict[str, Stream] = {
 }
 
 
-def seed_for(seed: int, stream: str, index: int = 0) -> int:
-    """The seed of ``stream`` (a key of :data:`STREAMS`) for run seed ``seed``."""
+def seed_for(seed: int, stream: str, index: int | tuple[int, ...] = 0) -> int:
+    """The seed of ``stream`` (a key of :data:`STREAMS`) for run seed ``seed``; ``index``: one
+    number, or a tuple of one per stride of a stream with several."""
     try:
         s = STREAMS[stream]
     except KeyError:
         raise ConfigError(f"unknown seed stream {stream!r}", field="stream") from None
-    if index and not s.stride:
+    strides = s.stride if isinstance(s.stride, tuple) else (s.stride,)
+    indices = tuple(index) if isinstance(index, tuple) else (index,)
+    if len(indices) != len(strides):
+        raise ConfigError(
+            f"seed stream {stream!r} takes {len(strides)} indices, got {len(indices)}",
+            field="index",
+        )
+    if any(i and not st for st, i in zip(strides, indices, strict=True)):
         raise ConfigError(f"seed stream {stream!r} is not indexed", field="index")
-    return int(seed) + s.offset + s.stride * int(index)
+    return int(seed) + s.offset + sum(st * int(i) for st, i in zip(strides, indices, strict=True))
 
 
-def generator(seed: int, stream: str, index: int = 0) -> torch.Generator:
+def generator(seed: int, stream: str, index: int | tuple[int, ...] = 0) -> torch.Generator:
     """A CPU ``torch.Generator`` seeded from ``(seed, stream, index)``."""
     return torch.Generator().manual_seed(seed_for(seed, stream, index))
 

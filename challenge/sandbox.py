@@ -39,6 +39,7 @@ from typing import Any
 import torch
 
 from challenge.errors import ConfigError, SubmissionError
+from challenge.track import TrackHalves, TrackLike
 
 WORK, OUT, LIB = "/sandbox/work", "/sandbox/out", "/sandbox/lib"
 WEIGHT_SUFFIXES = (".gguf", ".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".npz")
@@ -69,7 +70,7 @@ class SandboxLimits:
                 raise ConfigError(f"must be > 0, got {getattr(self, name)!r}", field=name)
 
 
-class SandboxTrack:
+class SandboxTrack(TrackHalves):
     """The track as a sandboxed generator sees it (built inside the sandbox from the work
     folder): the public split and the SAE only."""
 
@@ -103,6 +104,16 @@ class SandboxTrack:
     @property
     def units(self) -> dict[str, float]:
         return self.meta["units"]
+
+    @property
+    def splits(self) -> dict[str, Any]:
+        return {
+            "public": {"tokens": self._public["tokens"], "activation": self._public["activation"]}
+        }
+
+    @property
+    def data_sha256(self) -> str | None:
+        return None  # the sandbox holds one split: not the track's content
 
     def sae(self):
         from challenge.sae import load_sae
@@ -221,14 +232,14 @@ class SandboxRun:
     seconds: float
 
 
-def prepare_work(track: Any, generator_file: Path, work: Path, sae: Any = None) -> None:
+def prepare_work(track: TrackLike, generator_file: Path, work: Path, sae: Any = None) -> None:
     """The sandbox's inputs: ``generator.py``, ``track.json`` (spec, sizes, units, d_model),
     ``public.safetensors`` (activations and tokens of the public split) and ``sae/``."""
     from safetensors.torch import save_file
 
     shutil.copyfile(generator_file, work / "generator.py")
     meta = {
-        "sizes": {"public": len(track.acts("public"))},
+        "sizes": {"public": len(track.acts("public")), "heldout": track.heldout_size},
         "units": track.units,
         "d_model": track.d_model,
     }
@@ -248,7 +259,7 @@ def prepare_work(track: Any, generator_file: Path, work: Path, sae: Any = None) 
 
 def run_sandboxed(
     generator_file: str | Path,
-    track: Any,
+    track: TrackLike,
     n: int,
     *,
     seed: int = 0,
@@ -319,7 +330,7 @@ def file_sha256(path: str | Path) -> str:
 
 def verify_generator(
     generator_file: str | Path,
-    track: Any,
+    track: TrackLike,
     lm: Any,
     *,
     name: str,
@@ -335,11 +346,10 @@ def verify_generator(
 ) -> Any:
     """Run the generator in the sandbox, write its submission folder
     ``<submissions>/<track id>/<name>/``, validate, score and record it on the board as a
-    synthetic entry verified by the sandbox (``challenge.pipeline.record``)."""
+    synthetic entry verified by the sandbox (``challenge.scoring.recording``)."""
     from challenge.access import entry_access
-    from challenge.pipeline import record
+    from challenge.scoring.recording import record
     from challenge.submission import check_name, write_submission
-    from challenge.validate import required_n
 
     check_name(name)
     existing = Path(board) / track.spec.track_id / f"{name}.json"
@@ -352,7 +362,7 @@ def verify_generator(
     run = run_sandboxed(
         generator_file,
         track,
-        required_n(track),
+        track.required_n,
         seed=seed,
         sae=sae,
         class_name=class_name,

@@ -214,7 +214,7 @@ def _text(value: Any, limit: int, file: str, field: str) -> str:
 
 def check_meta(meta: Any, file: str) -> dict[str, Any]:
     """``submission.json``'s content checked field by field (keys, types, name, text limits);
-    the track is checked by ``challenge.validate``."""
+    the track is checked by ``challenge.scoring.validation``."""
     if not isinstance(meta, dict):
         raise SubmissionError("must be a JSON object", file=file)
     for key in REQUIRED:
@@ -311,7 +311,7 @@ def write_submission(
 
 def read_submission(folder: str | Path) -> tuple[dict[str, Any], Tensor]:
     """Metadata and activations, read as :func:`read_regular` reads them (regular files only,
-    size limits, one-line errors) but not validated (see ``challenge.validate``)."""
+    size limits, one-line errors) but not validated (see ``challenge.scoring.validation``)."""
     folder = Path(folder)
     meta_path, acts_path = str(folder / META_FILE), str(folder / ACTS_FILE)
     meta = parse_json(read_regular(meta_path, MAX_META_BYTES, "metadata file"), meta_path)
@@ -334,11 +334,10 @@ def generate(
     The generator sees only what its ``access`` declares (``challenge.access.guarded``): one
     that reads a split or uses the model beyond it raises ``AccessError`` and writes nothing."""
     from challenge.access import guarded
-    from challenge.validate import required_n
 
     check_name(generator.name, field="generator.name")
     generator.fit(*guarded(track, lm, generator))
-    n = n or required_n(track)
+    n = n or track.required_n
     acts = generator.sample(n, seed=seed)
     meta = {
         "name": generator.name,

@@ -28,6 +28,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from challenge import hooks
+
 _ACTS = {
     "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
     "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
@@ -381,7 +383,7 @@ class TailRunner:
                     mlp_pre.append(pre)
             resid = resid + self._post_norm(_linear(post, p["W_out"], p["b_out"]), p, "ln2_post_w")
             if layer in read_layers:
-                out[f"blocks.{layer}.hook_resid_post"] = resid
+                out[hooks.resid_post(layer)] = resid
         out["logits"] = _linear(self._final_norm(resid), self.W_U, self.b_U)
         if capture_mlp_pre:
             out["mlp_pre"] = torch.stack(mlp_pre, dim=2)  # [B,S,n_tail_layers,d_mlp]

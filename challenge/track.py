@@ -15,6 +15,7 @@ run with thresholds relative to the track instead of GPT-2's constants.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -22,15 +23,16 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
 import challenge
-from challenge import checks
-from challenge.engine import HOOK_PATTERN, EngineConfig, PerturbationEngine
+from challenge import checks, rng
+from challenge.engine import EngineConfig, PerturbationEngine
 from challenge.errors import ConfigError, TrackIntegrityError
+from challenge.hooks import RESID_PATTERN, resid_pre
 from challenge.models import LoadedModel, ModelSpec, cache_root, load_model
 from challenge.prompts import PromptSpec, build_prompts
 from challenge.results import machine
@@ -92,7 +94,7 @@ class TrackSpec:
             v = getattr(self, name)
             if not isinstance(v, str) or not v:
                 raise ConfigError(f"must be a non-empty string, got {v!r}", field=name)
-            if name.endswith("_hook") and not HOOK_PATTERN.match(v):
+            if name.endswith("_hook") and not RESID_PATTERN.match(v):
                 raise ConfigError(f"{v!r} is not blocks.L.hook_resid_pre/post", field=name)
         if self.position != -1:
             raise ConfigError(
@@ -124,7 +126,7 @@ def _gemma_track(layer: int, tiny: bool = False) -> TrackSpec:
     return TrackSpec(
         track_id=f"gemma3-270m-l{layer}" + ("-tiny" if tiny else ""),
         model=ModelSpec(name="gemma3-270m"),
-        write_hook=f"blocks.{layer}.hook_resid_pre",
+        write_hook=resid_pre(layer),
         read_hook="blocks.17.hook_resid_post",
         prompts=PromptSpec(source="pydoc", n_tokens=10, prepend_bos=True),
         **sizes,
@@ -188,8 +190,84 @@ def published_copy(spec: TrackSpec) -> Path | None:
     return d if (d / MANIFEST).exists() else None
 
 
+@runtime_checkable
+class TrackLike(Protocol):
+    """What every track-like object offers: the built :class:`Track`, a generator's guarded view
+    (``challenge.access.TrackView``) and the sandbox's track (``challenge.sandbox.SandboxTrack``).
+    Reading a split the object does not hold raises; the held-out halves and the track's
+    identity come from :class:`TrackHalves`, computed in one place."""
+
+    spec: TrackSpec
+    meta: dict[str, Any]
+    splits: dict[str, Any]
+    path: Path | None
+
+    def acts(self, split: str) -> torch.Tensor: ...
+
+    def tokens(self, split: str) -> torch.Tensor: ...
+
+    @property
+    def d_model(self) -> int: ...
+
+    @property
+    def units(self) -> dict[str, float]: ...
+
+    @property
+    def required_n(self) -> int: ...
+
+    def reference_rows(self) -> torch.Tensor: ...
+
+    def oracle_rows(self) -> torch.Tensor: ...
+
+    @property
+    def manifest_sha256(self) -> str | None: ...
+
+    @property
+    def data_sha256(self) -> str | None: ...
+
+
+class TrackHalves:
+    """The held-out split's two halves and the track's identity, from ``meta`` and ``path``:
+    the one implementation every track-like class inherits (no split needs to be readable)."""
+
+    meta: dict[str, Any]
+    path: Path | None
+
+    @property
+    def heldout_size(self) -> int:
+        """Rows of the held-out split (``meta["sizes"]["heldout"]``)."""
+        return int(self.meta["sizes"]["heldout"])
+
+    @property
+    def required_n(self) -> int:
+        """Rows a submission carries: the size of the scorer's reference half."""
+        return self.heldout_size // 2
+
+    def reference_rows(self) -> torch.Tensor:
+        """The held-out *reference half*: the scorer's real sample. Fixed per track (seed 0 of
+        ``scorer.reference``, whatever the run seed), so the other half stays a disjoint real
+        sample: the oracle entry (``heldout_real``) and the size of a submission."""
+        n = self.heldout_size
+        return rng.subset(n, n // 2, 0, "scorer.reference")
+
+    def oracle_rows(self) -> torch.Tensor:
+        """The held-out rows outside the reference half (the oracle's real sample)."""
+        mask = torch.ones(self.heldout_size, dtype=torch.bool)
+        mask[self.reference_rows()] = False
+        return torch.nonzero(mask)[:, 0]
+
+    @property
+    def manifest_sha256(self) -> str | None:
+        """sha256 of the track's ``manifest.json``: which published copy (``None`` for a track
+        held only in memory)."""
+        man = Path(self.path) / MANIFEST if self.path else None
+        if man is None or not man.exists():
+            return None
+        return hashlib.sha256(man.read_bytes()).hexdigest()
+
+
 @dataclass
-class Track:
+class Track(TrackHalves):
     """A built track loaded in memory."""
 
     spec: TrackSpec

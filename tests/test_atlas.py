@@ -10,16 +10,14 @@ from challenge import metrics as M
 from challenge.errors import ConfigError
 from challenge.studies._common import make_env
 
-SMALL = dict(
-    n_points=8, n_stats=200, n_directions=4, bisect_steps=5, p1_steps=21, n_boot=200, plot=False
-)
+SMALL = dict(n_points=8, n_stats=200, n_directions=4, bisect_steps=5, p1_steps=21, n_boot=200)
 
 
 @pytest.fixture(scope="module")
 def result(tiny_track, smollm, tmp_path_factory):
     out = tmp_path_factory.mktemp("atlas")
-    cfg = A.AtlasConfig(track="smollm2-135m-l1-tiny", layers=(1, 20), out=out, **SMALL)
-    return cfg, A.run(cfg, make_env(tiny_track, smollm))
+    cfg = A.AtlasConfig(layers=(1, 20), **SMALL)
+    return cfg, A.run(cfg, make_env(tiny_track, smollm), out=out, draw=False)
 
 
 @pytest.mark.slow  # probes two layers: ~45 s on a 2-core machine
@@ -69,8 +67,8 @@ def test_a_version_1_cell_is_upgraded_by_rerunning_p1_alone(
     result, tiny_track, smollm, monkeypatch, tmp_path
 ):
     cfg, res = result
-    new = A.AtlasConfig(**{**cfg.__dict__, "out": tmp_path, "layers": (1,)})
-    src = A._cell_path(cfg, tiny_track.spec.track_id, 1)
+    new = A.AtlasConfig(**{**cfg.__dict__, "layers": (1,)})
+    src = A._cell_path(res.path.parent.parent, cfg, tiny_track.spec.track_id, 1)
     with np.load(src) as z:
         cell = {k: z[k] for k in z.files}
     v1 = {k: v for k, v in cell.items() if not k.startswith("curves/")}
@@ -80,11 +78,11 @@ def test_a_version_1_cell_is_upgraded_by_rerunning_p1_alone(
     old.parent.mkdir(parents=True)
     np.savez(old, **v1)
     monkeypatch.setattr(A, "run_cell", lambda *a, **k: pytest.fail("the whole cell was re-run"))
-    up = A.run(new, make_env(tiny_track, smollm))
+    up = A.run(new, make_env(tiny_track, smollm), out=tmp_path, draw=False)
     for k, v in cell.items():
         if k != "seconds":
             assert np.array_equal(up.arrays[f"L1/{k}"], v), k  # P1 recomputed, the rest kept
-    assert A._cell_path(new, tiny_track.spec.track_id, 1).exists()
+    assert A._cell_path(tmp_path, new, tiny_track.spec.track_id, 1).exists()
 
 
 @pytest.mark.slow  # probes two layers: ~45 s on a 2-core machine
@@ -100,7 +98,7 @@ def test_the_radius_separates_real_from_gaussian_at_layer_1(result):
 def test_cells_are_reused_and_the_result_is_deterministic(result, tiny_track, smollm, monkeypatch):
     cfg, res = result
     monkeypatch.setattr(A, "run_cell", lambda *a, **k: pytest.fail("a cached cell was recomputed"))
-    again = A.run(cfg, make_env(tiny_track, smollm))
+    again = A.run(cfg, make_env(tiny_track, smollm), out=res.path.parent.parent, draw=False)
 
     def strip(d):
         return json.dumps({k: v for k, v in d.items() if k != "cell_seconds"}, sort_keys=True)

@@ -16,14 +16,13 @@ import pytest
 import torch
 
 from challenge import distributed as D
-from challenge import scorer
 from challenge.distributed import DistributedConfig, map_items, resumable
 from challenge.distributed_engine import DistributedEngine, curves_chunk, distribute
 from challenge.errors import ConfigError
 from challenge.probes import ProbeConfig
 from challenge.protocols import P2Config, run_protocol
 from challenge.results import to_jsonable
-from challenge.scorer import ClassifierConfig, ScoreConfig, oracle_rows, score_points
+from challenge.scoring import ClassifierConfig, ScoreConfig, probing, score_points
 from challenge.track import Track
 
 needs_ray = pytest.mark.skipif(
@@ -109,7 +108,7 @@ def small_scores(mp: pytest.MonkeyPatch, tmp: Path) -> None:
     reference and submission features (each a cache file of its own in ``tmp``)."""
     engine, n = Track.engine, iter(range(1000))
     mp.setattr(Track, "engine", lambda self, lm, **kw: engine(self, lm, **kw, max_rows=MAX_ROWS))
-    mp.setattr(scorer, "features_cache_path", lambda *a, **k: tmp / f"features_{next(n)}.npz")
+    mp.setattr(probing, "features_cache_path", lambda *a, **k: tmp / f"features_{next(n)}.npz")
 
 
 @pytest.fixture
@@ -119,7 +118,7 @@ def small(monkeypatch, tmp_path):
 
 @pytest.fixture(scope="module")
 def points(tiny_track):
-    return tiny_track.acts("heldout")[oracle_rows(tiny_track)]
+    return tiny_track.acts("heldout")[tiny_track.oracle_rows()]
 
 
 @pytest.fixture(scope="module")

@@ -5,15 +5,10 @@ import pytest
 import torch
 
 from challenge.activations import capture
-from challenge.engine import (
-    Curves,
-    EngineConfig,
-    PerturbationEngine,
-    distribution_divergences,
-    divergence_block,
-    parse_resid_hook,
-)
+from challenge.divergence import distribution_divergences, divergence_block
+from challenge.engine import Curves, EngineConfig, PerturbationEngine
 from challenge.errors import ConfigError
+from challenge.hooks import parse_resid
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +148,7 @@ def test_bad_hooks_are_refused(smollm):
                 write_hook="blocks.5.hook_resid_pre", read_hook="blocks.2.hook_resid_post"
             ),
         )
-    assert parse_resid_hook("blocks.0.hook_resid_post", 12) == 1
+    assert parse_resid("blocks.0.hook_resid_post", 12) == 1
 
 
 def test_divergence_blocks_shrink_for_large_vocabularies_without_changing_values():

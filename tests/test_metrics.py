@@ -115,6 +115,18 @@ def test_ks():
     assert res == m.ks_bootstrap(a, b, n_boot=200, seed=0)
 
 
+def test_ks_bootstrap_pinned():
+    # the scorer's committed records depend on these draws bit for bit: the values the
+    # rng.choice(a) / rng.choice(b) loop of default_rng(0) gave before challenge.bootstrap
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=300), rng.normal(0.5, 1, size=200)
+    assert m.ks_bootstrap(a, b, n_boot=200, seed=0) == {
+        "stat": 0.32666666666666666,
+        "low": 0.26329166666666665,
+        "high": 0.42170833333333335,
+    }
+
+
 def test_summarise_json_safe():
     s = m.summarise([1, 2, 3, 4, np.nan])
     assert s["n"] == 4 and s["mean"] == 2.5 and s["median"] == 2.5

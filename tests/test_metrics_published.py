@@ -20,7 +20,8 @@ def test_ms_published_uses_the_raw_curve_and_pads_slope_zero():
     v = np.array([0.0, 0.005, 0.01, 0.025, 0.03])
     assert M.max_slope_step_published(v)[0] == 99
     assert M.max_slope_step(v, normalise=True)[0] == 3
-    # max at step 1 ties with the padded slope 0: the later step (1) is reported
+    # max at step 1 ties with the padded slope 0: the suite's tie rule reports the later step (1);
+    # the notebook's unstable argsort may give 0 or 1 here, depending on numpy's sort
     assert M.max_slope_step_published(np.array([0.0, 5.0, 5.5, 5.6]))[0] == 1
 
 

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from baselines.generators import GENERATORS
 from challenge.pipeline import MainConfig, run_main
 from challenge.probes import ProbeConfig
-from challenge.scorer import ScoreConfig
+from challenge.scoring import ScoreConfig
 from challenge.track import build_track, get_spec, load_track
 
 ONLY = ("isotropic", "spliced_prompts", "heldout_real")

@@ -8,10 +8,10 @@ from challenge import rng  # noqa: F401  (the scorer's streams)
 from challenge.errors import SubmissionError, TrackIntegrityError
 from challenge.private import KIND, build_private_split, with_test_split
 from challenge.probes import ProbeConfig
-from challenge.scorer import ScoreConfig, reference_rows, score_points
+from challenge.scoring import ScoreConfig, score_points
 from challenge.track import SPLITS
 
-# Light probes for the 64-slot tiny track (as tests/test_scorer.py), few bootstrap draws.
+# Light probes for the 64-slot tiny track (as tests/scoring/test_scorer.py), few bootstrap draws.
 CFG = ScoreConfig(
     probes=ProbeConfig(probes=("radius", "p2"), n_directions=4, bisect_steps=6, p2_steps=11),
     contexts_per_row=1,
@@ -58,7 +58,7 @@ def _placed_dev_copy(track) -> torch.Tensor:
     """The issue's attack against scorer v2: the published held-out rows of the scorer's
     reference half (fixed per track), each put where the scorer reads the matching slot, so
     every slot holds the reference row itself."""
-    ref = track.acts("heldout")[reference_rows(track)]
+    ref = track.acts("heldout")[track.reference_rows()]
     n = len(ref)
     rows = rng.subset(n, n, CFG.seed, "scorer.rows")  # slot i is scored on row rows[i]
     x = torch.empty_like(ref)
@@ -77,7 +77,7 @@ def test_copying_the_dev_split_gains_nothing_on_the_test_split(tiny_track, test_
     test_score, (low, high) = headline(score_points(test_view, smollm, x, CFG, progress=False))
     # on the test split the copy is one more real sample: scored like the test split's own
     # oracle half (a second real sample), not better
-    oracle_idx = sorted(set(range(128)) - set(reference_rows(test_view).tolist()))
+    oracle_idx = sorted(set(range(128)) - set(test_view.reference_rows().tolist()))
     oracle = test_view.acts("heldout")[torch.tensor(oracle_idx)]
     o_score, (o_low, o_high) = headline(
         score_points(test_view, smollm, oracle, CFG, progress=False)
@@ -85,7 +85,7 @@ def test_copying_the_dev_split_gains_nothing_on_the_test_split(tiny_track, test_
     # no longer the exact reference: no copied row is a row of the test split's reference
     # half. (Its interval may still be [1, 1], as the test oracle's may: on a machine with
     # AVX512 kernels both scored 1.0 [1.0, 1.0] at these 64 points.)
-    test_ref = test_view.acts("heldout")[reference_rows(test_view)]
+    test_ref = test_view.acts("heldout")[test_view.reference_rows()]
     assert torch.cdist(x.double(), test_ref.double()).min() > 0
     assert low <= o_high and o_low <= high, (test_score, low, high, o_score, o_low, o_high)
 
@@ -94,13 +94,13 @@ def test_dev_copies_are_refused_by_validation_on_the_test_split(
     tiny_track, test_view, smollm, tmp_path
 ):
     from baselines.generators import Gaussian
+    from challenge.scoring import validate_submission
     from challenge.submission import generate, read_submission, write_submission
-    from challenge.validate import validate_submission
 
     good = generate(Gaussian(), tiny_track, smollm, out_root=tmp_path)
     validate_submission(good, test_view)  # an honest submission is valid on both splits
     meta, _ = read_submission(good)
-    dev = tiny_track.acts("heldout")[reference_rows(tiny_track)].clone()
+    dev = tiny_track.acts("heldout")[tiny_track.reference_rows()].clone()
     bad = write_submission(tmp_path / "dev_copy", meta, dev)
     with pytest.raises(SubmissionError, match="copy check: 64 of 64 rows"):
         validate_submission(bad, test_view)

@@ -124,8 +124,8 @@ def test_the_network_is_unreachable(tiny_track, tmp_path):
 
 @pytest.mark.slow  # sandbox start + scoring: ~1-3 min on a busy 2-core machine
 def test_an_honest_generator_is_verified_scored_and_marked(tiny_track, smollm, tmp_path):
-    from challenge.leaderboard import load_entries
-    from challenge.scorer import ScoreConfig
+    from challenge.scoring import ScoreConfig
+    from challenge.scoring.board import load_entries
 
     gen = _file(tmp_path, HONEST)
     board, subs = tmp_path / "board", tmp_path / "subs"

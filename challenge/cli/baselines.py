@@ -141,6 +141,10 @@ class FindFeaturesCommand(FeatureFindingConfig):
 
     track: Track = DEFAULT_TRACK
     """registered track id or a track directory"""
+    out: Path = Path("runs/feature_finding")
+    """folder of <track id>_feature_finding.{json,npz,png,md}"""
+    plot: bool = True
+    """also draw the PNG"""
     plot_to: Path | None = None
     """also draw the plot here (e.g. docs/img/feature_finding.png)"""
 
@@ -153,7 +157,7 @@ def find_features(cfg: FindFeaturesCommand) -> Path:
     """
     from challenge.studies import feature_finding
 
-    result = feature_finding.run(library_config(cfg))
+    result = feature_finding.run(library_config(cfg), cfg.track, out=cfg.out, draw=cfg.plot)
     if cfg.plot_to is not None:
         feature_finding.plot(result, cfg.plot_to)
     report(result)

@@ -1,4 +1,5 @@
-"""Challenge commands: generate, validate, score, submit, verify-generator, leaderboard, main."""
+"""Challenge commands: generate, validate, score, submit, verify-generator, leaderboard, rescore,
+main, and the scorer's own measurements (score-seeds, resolution, verify-records, attest-sae)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,16 @@ from challenge.cli._common import library_config, report
 from challenge.distributed import DistributedConfig
 from challenge.errors import ConfigError
 from challenge.pipeline import MainConfig
-from challenge.scorer import ScoreConfig, ScoreReport
+from challenge.scoring import ScoreConfig, ScoreReport
+from challenge.scoring.seeds import SeedsConfig
 from challenge.track import DEFAULT_TRACK, resolve_track
+
+
+def _track_id(track: str) -> str:
+    """A registered track id as given, or the id of the track directory ``track``."""
+    from challenge.track import TRACKS
+
+    return track if track in TRACKS else resolve_track(track, build=False).spec.track_id
 
 
 def _model(track):
@@ -53,9 +62,9 @@ def generate(
 def validate(submission: Path, /, track: str = DEFAULT_TRACK) -> None:
     """Validate a submission folder against a track (shape, dtype, norms, duplicates,
     memorisation, metadata)."""
-    from challenge.validate import validate_submission
+    from challenge.scoring import validate_submission
 
-    rep = validate_submission(submission, resolve_track(track))
+    rep = validate_submission(submission, resolve_track(track)).report
     print(f"valid: {rep.n} x {rep.d_model}; checks: {', '.join(rep.checks)}")
 
 
@@ -87,11 +96,11 @@ def _track(track: str, heldout: Path | None):
 def score(submission: Path, /, cfg: ScoreCommand = ScoreCommand()) -> ScoreReport:
     """Validate and score a submission; write its report to <out>/<track id>/, not the
     leaderboard."""
-    from challenge.scorer import score_submission
+    from challenge.scoring import score_folder
 
     tr = _track(cfg.track, cfg.heldout)
     out = cfg.out / tr.spec.track_id
-    rep = score_submission(
+    rep = score_folder(
         submission, tr, _model(tr), library_config(cfg), out=out, distributed=cfg.distributed
     )
     report(rep)
@@ -119,7 +128,7 @@ def submit(submission: Path, /, cfg: SubmitCommand = SubmitCommand()) -> ScoreRe
     """Validate + score + record on the leaderboard (in its unverified section: activations
     only), then re-render it. Invalid submissions, and names already on the board (without
     --replace), record nothing."""
-    from challenge.pipeline import submit as _submit
+    from challenge.scoring import submit as _submit
 
     tr = _track(cfg.track, cfg.heldout)
     rep = _submit(
@@ -143,10 +152,9 @@ def leaderboard(track: str = DEFAULT_TRACK, board: Path = Path("leaderboard")) -
         track: registered track id (or a track directory: its track id is used).
         board: leaderboard root.
     """
-    from challenge.leaderboard import render, render_markdown
-    from challenge.track import TRACKS
+    from challenge.scoring.board import render, render_markdown
 
-    tid = track if track in TRACKS else resolve_track(track, build=False).spec.track_id
+    tid = _track_id(track)
     print(render_markdown(tid, render(tid, board)))
 
 
@@ -165,12 +173,11 @@ def rescore(track: str = DEFAULT_TRACK, board: Path = Path("leaderboard")) -> No
 
     from tqdm.auto import tqdm
 
-    from challenge.leaderboard import render, render_markdown
-    from challenge.scorer import SCORER_VERSION, ClassifierConfig
-    from challenge.scorer import rescore as _rescore
-    from challenge.track import TRACKS
+    from challenge.scoring import SCORER_VERSION, ClassifierConfig
+    from challenge.scoring import rescore as _rescore
+    from challenge.scoring.board import render, render_markdown
 
-    tid = track if track in TRACKS else resolve_track(track, build=False).spec.track_id
+    tid = _track_id(track)
     paths = sorted(p for p in (board / tid).glob("*.json") if p.with_suffix(".npz").exists())
     for p in tqdm(paths, desc=f"rescore {tid}", unit="record"):
         doc = json.loads(p.read_text())
@@ -279,8 +286,116 @@ def verify_generator(generator_file: Path, /, cfg: VerifyCommand = VerifyCommand
         submissions=cfg.submissions,
         replace=cfg.replace,
     )
-    from challenge.leaderboard import render
+    from challenge.scoring.board import render
 
     render(tr.spec.track_id, cfg.board)
     report(rep)
     return rep
+
+
+@dataclass
+class SeedsCommand(SeedsConfig):
+    """Which entries are scored with which scorer seeds, on which track, and where."""
+
+    track: str = DEFAULT_TRACK
+    """registered track id or a track directory"""
+    out: Path = Path("runs/seeds")
+    """reports go to <out>/seed<s>/<name>.json, scores to <out>/summary.json"""
+    submissions: Path = Path("submissions")
+    """root of submission folders (<submissions>/<track id>/<name>/)"""
+    board: Path = Path("leaderboard")
+    """leaderboard root (seed 0's one-context records for --round0)"""
+
+
+def score_seeds(cfg: SeedsCommand) -> None:
+    """Score entries with several scorer seeds (other contexts, directions, row orders, folds
+    and bootstrap): how much a headline moves with the seed. Resumes: existing reports are
+    kept. Then `plateau resolution` makes the table."""
+    from challenge.scoring.seeds import score_seeds as _score_seeds
+
+    tr = resolve_track(cfg.track)
+    _score_seeds(
+        tr,
+        _model(tr),
+        library_config(cfg),
+        cfg.out,
+        submissions=cfg.submissions,
+        board=cfg.board,
+    )
+    print(f"wrote {cfg.out / 'summary.json'}")
+
+
+def resolution(
+    seeds_dir: tuple[Path, ...] = (Path("runs/seeds"),),
+    track: str = DEFAULT_TRACK,
+    board: Path = Path("leaderboard"),
+    contexts: int | None = None,
+    out: Path = Path("runs/seeds/resolution.json"),
+) -> None:
+    """The resolution table: every entry's headline over scorer seeds (recomputed from the
+    stored features; sd against the 0.025 target) and the paired differences of neighbours.
+
+    Args:
+        seeds_dir: folders of seed<s>/ reports (`plateau score-seeds`); for each seed the first
+            folder holding it is used.
+        track: registered track id (its board's records are seed 0).
+        board: leaderboard root.
+        contexts: contexts per row (default: each record's own; fewer keep the first rounds).
+        out: the recomputed headlines (JSON, incremental) and their bootstrap scores (.boot.npz).
+    """
+    from challenge.scoring.seeds import resolution as _resolution
+    from challenge.scoring.seeds import resolution_markdown
+
+    tid = _track_id(track)
+    rows = _resolution(list(seeds_dir), board / tid, out, contexts)
+    print(resolution_markdown(rows))
+
+
+def verify_records(track: str = DEFAULT_TRACK, board: Path = Path("leaderboard")) -> None:
+    """Re-make every record of <board>/<track id>/ from its stored per-point features under its
+    own config and compare with what is stored, bit for bit (JSON and arrays); writes nothing.
+    Exits 1 when any record differs.
+
+    Args:
+        track: registered track id (or a track directory: its track id is used).
+        board: leaderboard root.
+    """
+    from tqdm.auto import tqdm
+
+    from challenge.scoring.recording import verify_record
+
+    tid = _track_id(track)
+    paths = sorted(p for p in (board / tid).glob("*.json") if p.with_suffix(".npz").exists())
+    bad = 0
+    for p in tqdm(paths, desc=f"verify {tid}", unit="record"):
+        diffs = verify_record(p)
+        bad += bool(diffs)
+        print(f"{p.stem}: {'identical' if not diffs else 'DIFFERS in ' + ', '.join(diffs)}")
+    print(f"{len(paths) - bad} of {len(paths)} records re-made bit for bit")
+    if bad:
+        raise SystemExit(1)
+
+
+def attest_sae(
+    track: str = DEFAULT_TRACK,
+    board: Path = Path("leaderboard"),
+    submissions: Path = Path("submissions"),
+) -> None:
+    """Name the SAE behind board records made before submissions named theirs: each such
+    generator is re-run and its SAE recorded only when the output equals the committed
+    submission bit for bit (docs/scoring.md).
+
+    Args:
+        track: registered track id or a track directory.
+        board: leaderboard root.
+        submissions: root of submission folders.
+    """
+    from baselines.generators import GENERATORS
+    from challenge.scoring.attest import attest_sae as _attest
+
+    tr = resolve_track(track)
+    for a in _attest(tr, _model(tr), GENERATORS, board=board, submissions=submissions):
+        if a.attested:
+            print(f"{a.name}: attested {a.sae['name']} {a.sae['sha256'][:12]}")
+        else:
+            print(f"{a.name}: NOT attested (max abs difference {a.max_abs_diff}); left as it is")

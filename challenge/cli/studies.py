@@ -1,4 +1,5 @@
-"""Study commands: ``plateau study-<name>``; the flags are each study's config.
+"""Study commands: ``plateau study-<name>``; the flags are each study's config, plus the track,
+the output folder and whether to plot.
 
 Each writes ``<out>/<study>.json`` (+ ``.npz`` arrays, + ``.png`` plot) and prints its headline.
 """
@@ -6,6 +7,7 @@ Each writes ``<out>/<study>.json`` (+ ``.npz`` arrays, + ``.png`` plot) and prin
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from challenge.atlas import AtlasConfig
 from challenge.cli._common import library_config, report
@@ -16,60 +18,107 @@ from challenge.studies.output_states import OutputStatesConfig
 from challenge.studies.sae_collapse import SAECollapseConfig
 from challenge.studies.sae_plateaus import SAEPlateausConfig
 from challenge.studies.steering import SteeringConfig
+from challenge.track import DEFAULT_TRACK
 
 
-def study_output_states(cfg: OutputStatesConfig) -> None:
+@dataclass
+class _On:
+    track: str = DEFAULT_TRACK
+    """registered track id or a track directory (its model, prompts, write and read hooks)"""
+    out: Path = Path("runs/studies")
+    """folder of <study>.{json,npz,png}"""
+    plot: bool = True
+    """also draw <study>.png"""
+
+
+@dataclass
+class OutputStatesCommand(OutputStatesConfig, _On):
+    """Study 1: k-means output states of templated prompts vs plateaus of interpolations."""
+
+
+@dataclass
+class LayersCommand(LayersConfig, _On):
+    """Study 2: the stable-regions protocol (P2) at every layer, along the same prompt pairs."""
+
+
+@dataclass
+class SteeringCommand(SteeringConfig, _On):
+    """Study 3: difference-of-means steering vs plateau perturbations of the same norm."""
+
+
+@dataclass
+class BoundariesCommand(BoundariesConfig, _On):
+    """Study 4: MLP gate sign changes per step along paths vs the output's jumps."""
+
+
+@dataclass
+class SAEPlateausCommand(SAEPlateausConfig, _On):
+    """Study 5: SAE reconstructions vs plateaus; where real activations sit in their plateau."""
+
+
+@dataclass
+class SAECollapseCommand(SAECollapseConfig, _On):
+    """Study 6: collapse ratio of e2e vs local SAE reconstructions within and across plateaus."""
+
+
+def study_output_states(cfg: OutputStatesCommand) -> None:
     """Study 1: k-means output states of templated prompts; do they predict plateaus (flat
     within a cluster, a jump between clusters)?"""
     from challenge.studies import output_states
 
-    report(output_states.run(cfg))
+    report(output_states.run(library_config(cfg), cfg.track, out=cfg.out, draw=cfg.plot))
 
 
-def study_layers(cfg: LayersConfig) -> None:
+def study_layers(cfg: LayersCommand) -> None:
     """Study 2: the stable-regions protocol (P2) at every layer along the same prompt pairs:
     do later layers split regions or sharpen them?"""
     from challenge.studies import layers
 
-    report(layers.run(cfg))
+    report(layers.run(library_config(cfg), cfg.track, out=cfg.out, draw=cfg.plot))
 
 
-def study_steering(cfg: SteeringConfig) -> None:
+def study_steering(cfg: SteeringCommand) -> None:
     """Study 3: difference-of-means steering with increasing coefficient vs plateau (real) and
     random perturbations of the same norm: which response is smoother?"""
     from challenge.studies import steering
 
-    report(steering.run(cfg))
+    report(steering.run(library_config(cfg), cfg.track, out=cfg.out, draw=cfg.plot))
 
 
-def study_boundaries(cfg: BoundariesConfig) -> None:
+def study_boundaries(cfg: BoundariesCommand) -> None:
     """Study 4: MLP gate units crossing their boundary per step along paths vs the output's
     jumps; do the crossings bunch up at the max-slope step?"""
     from challenge.studies import boundaries
 
-    report(boundaries.run(cfg))
+    report(boundaries.run(library_config(cfg), cfg.track, out=cfg.out, draw=cfg.plot))
 
 
-def study_sae_plateaus(cfg: SAEPlateausConfig) -> None:
+def study_sae_plateaus(cfg: SAEPlateausCommand) -> None:
     """Study 5: do SAE reconstructions stay in their activation's plateau; where in a plateau do
     real activations sit (centre vs edge)?"""
     from challenge.studies import sae_plateaus
 
-    report(sae_plateaus.run(cfg))
+    report(sae_plateaus.run(library_config(cfg), cfg.track, out=cfg.out, draw=cfg.plot))
 
 
-def study_sae_collapse(cfg: SAECollapseConfig) -> None:
+def study_sae_collapse(cfg: SAECollapseCommand) -> None:
     """Study 6: does an end-to-end SAE map the activations of one plateau to nearly one point?
     Collapse ratios |SAE(a) - SAE(b)| / |a - b| of e2e vs local SAEs, within and across plateaus."""
     from challenge.studies import sae_collapse
 
-    report(sae_collapse.run(cfg))
+    report(sae_collapse.run(library_config(cfg), cfg.track, out=cfg.out, draw=cfg.plot))
 
 
 @dataclass
 class AtlasCommand(AtlasConfig):
-    """The atlas's config, and where its engine calls run."""
+    """The atlas's config, the track, where it writes and where its engine calls run."""
 
+    track: str = DEFAULT_TRACK
+    """registered track id or a track directory: its model, prompt windows and read-out"""
+    out: Path = Path("runs/atlas")
+    """writes <out>/<track>/atlas.{json,npz,png} and the per-layer cells"""
+    plot: bool = True
+    """also draw atlas.png"""
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     """run the probes on Ray workers (`--workers N`, `--address` for a cluster; same numbers)"""
 
@@ -80,6 +129,12 @@ def atlas(cfg: AtlasCommand) -> None:
     layers, with intervals; resumes from its per-layer cells (docs/atlas.md)."""
     from challenge import atlas as A
 
-    res = A.run(library_config(cfg), distributed=cfg.distributed)
+    res = A.run(
+        library_config(cfg),
+        cfg.track,
+        out=cfg.out,
+        draw=cfg.plot,
+        distributed=cfg.distributed,
+    )
     print(A.table(res))
     report(res)

@@ -23,20 +23,22 @@ same number of random active input latents in the same layers.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from challenge import checks, hooks
 from challenge.errors import ConfigError
 from challenge.interactions.jacobian import active_jacobian
-from challenge.interactions.train import LayerPair, Splice, hook_in, hook_out, load_pairs
+from challenge.interactions.pairs import LayerPair, load_pairs
+from challenge.interactions.splice import Splice
 from challenge.results import Result, TrackRef
 from challenge.rng import seed_for
-from challenge.track import DEFAULT_TRACK, Track
+from challenge.track import Track
 
 CAPITALS: tuple[tuple[str, str], ...] = (
     ("France", "Paris"), ("Germany", "Berlin"), ("Italy", "Rome"), ("Spain", "Madrid"),
@@ -52,10 +54,8 @@ TEMPLATE = "The capital of {} is"
 class CircuitConfig:
     """A circuit read off the saved dictionaries of an interactions run, checked by ablation."""
 
-    track: str = DEFAULT_TRACK
-    """registered track id or track directory whose model the dictionaries were trained on"""
-    run_dir: str = "runs/interactions/full"
-    """the interactions run whose dictionaries are read (``<run_dir>/dicts/<lam>``)"""
+    # the track and the run's folder are arguments of ``run`` (flags of the CLI command)
+
     lam: str = "lam0.3"
     """which saved dictionary set (``lam<value>``)"""
     n_out: int = 3
@@ -73,13 +73,12 @@ class CircuitConfig:
 
     def __post_init__(self) -> None:
         for name in ("n_out", "n_in", "n_random"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"must be >= 1, got {getattr(self, name)}", field=name)
+            checks.integer(getattr(self, name), name, minimum=1)
         for name in ("n_up", "min_layer"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"must be >= 0, got {getattr(self, name)}", field=name)
-        if not self.lam.startswith("lam"):
+            checks.integer(getattr(self, name), name, minimum=0)
+        if not isinstance(self.lam, str) or not self.lam.startswith("lam"):
             raise ConfigError(f"expected lam<value>, got {self.lam!r}", field="lam")
+        checks.integer(self.seed, "seed")
 
 
 def prompts(tokenizer) -> list[tuple[torch.Tensor, int]]:
@@ -121,10 +120,10 @@ class _Tracer:
         return fn
 
     def run(self, ids: torch.Tensor) -> torch.Tensor:
-        hooks = [(hook_in(L), self._in(p)) for L, p in self.pairs.items()]
-        hooks += [(hook_out(L), self._out(p)) for L, p in self.pairs.items()]
+        fwd = [(hooks.ln2_normalized(L), self._in(p)) for L, p in self.pairs.items()]
+        fwd += [(hooks.mlp_out(L), self._out(p)) for L, p in self.pairs.items()]
         with torch.enable_grad():
-            return self.model.run_with_hooks(ids, fwd_hooks=hooks)
+            return self.model.run_with_hooks(ids, fwd_hooks=fwd)
 
 
 def _jac_edges(
@@ -257,12 +256,12 @@ def active_inputs(model, pairs, data, layers) -> dict[int, set[int]]:
     from challenge.activations import capture
 
     act: dict[int, set[int]] = {L: set() for L in layers}
-    hooks = [hook_in(L) for L in layers]
+    names = [hooks.ln2_normalized(L) for L in layers]
     for ids, _ in data:  # one prompt at a time: their lengths differ
-        cache = capture(model, ids, hooks, positions="last")
+        cache = capture(model, ids, names, positions="last")
         for L in layers:
             p = pairs[L]
-            v, i = p.sae_in.encode_topk(cache[hook_in(L)] / p.mlp.s_x)
+            v, i = p.sae_in.encode_topk(cache[hooks.ln2_normalized(L)] / p.mlp.s_x)
             act[L].update(i[0][v[0] > 0].tolist())
     return act
 
@@ -351,15 +350,16 @@ def circuit_headline(circ: dict, abl: dict) -> CircuitHeadline:
     )
 
 
-def run(cfg: CircuitConfig, track: Track | None = None) -> CircuitResult:
-    """Read the circuit off the run's dictionaries on the track's model (on CPU) and check it;
-    write ``<run_dir>/circuit_<lam>.json``."""
+def run(cfg: CircuitConfig, track: Track | str, *, run_dir: str | Path) -> CircuitResult:
+    """Read the circuit off the dictionaries of the interactions run in ``run_dir``
+    (``<run_dir>/dicts/<lam>``) on ``track``'s model (a :class:`~challenge.track.Track`,
+    registered id or directory; on CPU) and check it; write ``<run_dir>/circuit_<lam>.json``."""
     from challenge.models import load_model
     from challenge.track import resolve_track
 
-    tr = resolve_track(track if track is not None else cfg.track)
+    tr = resolve_track(track)
     lm = load_model(tr.spec.model, device="cpu")
-    pairs = load_pairs(cfg.run_dir, lm.model, cfg.lam, model_name=tr.spec.model.name)
+    pairs = load_pairs(run_dir, lm.model, cfg.lam, model_name=tr.spec.model.name)
     circ = read_circuit(lm.model, lm.tokenizer, pairs, cfg)
     abl = check_by_ablation(lm.model, lm.tokenizer, pairs, circ, cfg)
     res = CircuitResult(
@@ -370,15 +370,5 @@ def run(cfg: CircuitConfig, track: Track | None = None) -> CircuitResult:
         track=TrackRef.of(tr),
         provenance=lm.provenance,
     )
-    res.save(cfg.run_dir, f"circuit_{cfg.lam}")
+    res.save(run_dir, f"circuit_{cfg.lam}")
     return res
-
-
-main = run  # the name of the module's entry point before the CLI called ``run``
-
-
-if __name__ == "__main__":
-    import tyro
-
-    torch.set_num_threads(1)
-    print(json.dumps(run(tyro.cli(CircuitConfig)).to_json()["headline"], indent=1))

@@ -39,6 +39,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from challenge import hooks
 from challenge.errors import ConfigError
 from challenge.rng import generator
 from challenge.sae.model import SAE
@@ -176,7 +177,7 @@ def tail_data(
     from challenge.activations import capture
 
     tail = _tail(engine)
-    name = f"blocks.{engine.start}.hook_resid_pre"
+    name = hooks.resid_pre(engine.start)
     tokens = torch.as_tensor(tokens)
     acts, keys, values, logp = [], [], [], []
     targets: dict[int, list[Tensor]] = {b: [] for b in layers}
@@ -192,7 +193,7 @@ def tail_data(
         values.append(cache.values)
         logp.append(torch.log_softmax(out["logits"][:, 0].float(), dim=-1))
         for b in layers:
-            targets[b].append(out[f"blocks.{b}.hook_resid_post"][:, 0].float())
+            targets[b].append(out[hooks.resid_post(b)][:, 0].float())
         position = cache.position
     cat_layers = [torch.cat([k[j] for k in keys]) for j in range(len(keys[0]))]
     cat_values = [torch.cat([v[j] for v in values]) for j in range(len(values[0]))]
@@ -231,7 +232,7 @@ def e2e_loss(
     parts: dict[str, Tensor] = {"kl": kl.detach(), "f": f.detach()}
     if layers:
         terms = [
-            (out[f"blocks.{b}.hook_resid_post"][:, 0] - data.targets[b][idx]).pow(2).sum(-1).mean()
+            (out[hooks.resid_post(b)][:, 0] - data.targets[b][idx]).pow(2).sum(-1).mean()
             / ds_var[b]
             for b in layers
         ]

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from challenge import bootstrap
 from challenge.errors import ConfigError
 from challenge.results import Result, TrackRef, provenance
 from challenge.sae.e2e import E2EConfig, ds_layers, evaluate_e2e, tail_data, train_e2e
@@ -76,15 +77,6 @@ def track_e2e_sae(
     save_sae(sae, d, {"hook_name": track.spec.write_hook, "model_name": track.spec.model.name})
     shutil.rmtree(ckpt, ignore_errors=True)
     return load_sae(d)
-
-
-def bootstrap_mean(x, n_boot: int = 1000, seed: int = 0, ci: float = 0.95) -> dict[str, float]:
-    """Mean of ``x`` with a percentile bootstrap interval (rows resampled with replacement)."""
-    a = np.asarray(x, np.float64).ravel()
-    rng = np.random.default_rng(seed)
-    means = a[rng.integers(0, len(a), (n_boot, len(a)))].mean(1)
-    lo, hi = np.quantile(means, [(1 - ci) / 2, (1 + ci) / 2])
-    return {"mean": float(a.mean()), "lo": float(lo), "hi": float(hi), "n": int(len(a))}
 
 
 @dataclass
@@ -171,10 +163,10 @@ def splice_eval(sae: SAE, engine, track, split: str, rows: int | None) -> tuple[
     if rows is not None:
         tok, acts = tok[:rows], acts[:rows]
     e = evaluate_e2e(sae, engine, tok, acts, mean=track.acts("public").mean(0))
-    b = bootstrap_mean(e["kl_rows"])
+    b = bootstrap.bootstrap(np.mean, np.asarray(e["kl_rows"], np.float64).ravel())
     keys = ("l0", "dead_fraction", "dead_fraction_train", "variance_explained", "mse",
             "ce_clean", "kl_recovered", "top1_agree")  # fmt: skip
-    ev = SpliceEval(ce_increase=e["kl"], ce_increase_lo=b["lo"], ce_increase_hi=b["hi"],
+    ev = SpliceEval(ce_increase=e["kl"], ce_increase_lo=b.lo, ce_increase_hi=b.hi,
                     **{k: float(e[k]) for k in keys})  # fmt: skip
     return ev, e["kl_rows"]
 

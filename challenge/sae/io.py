@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from challenge import hooks
 from challenge.errors import ConfigError
 from challenge.sae.model import SAE
 
@@ -35,8 +36,8 @@ CFG_FILE, WEIGHTS_FILE, SPARSITY_FILE = (
 PRETRAINED: dict[str, tuple[str, dict[str, str]]] = {
     "gpt2-small-res-jb": (
         "jbloom/GPT2-Small-SAEs-Reformatted",
-        {f"blocks.{i}.hook_resid_pre": f"blocks.{i}.hook_resid_pre" for i in range(12)}
-        | {"blocks.11.hook_resid_post": "blocks.11.hook_resid_post"},
+        {hooks.resid_pre(i): hooks.resid_pre(i) for i in range(12)}
+        | {hooks.resid_post(11): hooks.resid_post(11)},
     ),
 }
 

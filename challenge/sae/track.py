@@ -10,6 +10,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from challenge import hooks
 from challenge.errors import ConfigError
 from challenge.sae.io import WEIGHTS_FILE, load_sae, save_sae
 from challenge.sae.model import SAE, SAEConfig
@@ -63,14 +64,12 @@ def board_sae_dirs(track) -> list[Path]:
 
 def write_hook_name(track, n_layers: int) -> str:
     """The ``blocks.L.hook_resid_pre`` name of the track's write point."""
-    from challenge.engine import parse_resid_hook
-
-    start = parse_resid_hook(track.spec.write_hook, n_layers, "write_hook")
+    start = hooks.parse_resid(track.spec.write_hook, n_layers, "write_hook")
     if start >= n_layers:
         raise ConfigError(
             "write point after the last block leaves nothing to run", field="write_hook"
         )
-    return f"blocks.{start}.hook_resid_pre"
+    return hooks.resid_pre(start)
 
 
 def track_training_acts(

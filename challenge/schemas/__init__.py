@@ -32,7 +32,7 @@ NOT_SERIALISED = ("arrays", "path")
 """Fields of a result that never go to its JSON (the ``.npz`` arrays, where it was written)."""
 
 RESULT_CLASSES: dict[str, str] = {
-    "score_report": "challenge.scorer:ScoreReport",
+    "score_report": "challenge.scoring.report:ScoreReport",
     "p1_result": "challenge.protocols:P1Result",
     "p2_result": "challenge.protocols:P2Result",
     "p3_result": "challenge.protocols:P3Result",
@@ -43,7 +43,7 @@ RESULT_CLASSES: dict[str, str] = {
     "sae_plateaus_result": "challenge.studies.sae_plateaus:SAEPlateausResult",
     "sae_collapse_result": "challenge.studies.sae_collapse:SAECollapseResult",
     "feature_finding_result": "challenge.studies.feature_finding:FeatureFindingResult",
-    "interactions_result": "challenge.interactions.train:InteractionsResult",
+    "interactions_result": "challenge.interactions.results:InteractionsResult",
     "interactions_circuit_result": "challenge.interactions.circuit:CircuitResult",
     "track_sae_result": "challenge.pipeline:TrackSAEResult",
     "track_e2e_sae_result": "challenge.sae.e2e_track:TrackE2EResult",

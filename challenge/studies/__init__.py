@@ -1,8 +1,10 @@
 """Studies on top of the perturbation engine (see docs/studies.md).
 
-One module per study, each with a typed, self-validating config and ``run(cfg, env=None)``
-returning a typed :class:`challenge.results.Result` (``headline``: the numbers to cite,
-``detail``: the rest) after writing ``<out>/<study>.json`` (+ ``.npz`` arrays, ``.png`` plot):
+One module per study, each with a typed, self-validating config (what the study measures; the
+track and the output folder are the run's arguments) and ``run(cfg, env, out=..., draw=True)``
+(``env``: a :class:`StudyEnv` or a track id / directory) returning a typed
+:class:`challenge.results.Result` (``headline``: the numbers to cite, ``detail``: the rest)
+after writing ``<out>/<study>.json`` (+ ``.npz`` arrays, ``.png`` plot when ``draw``):
 
 - ``output_states``: k-means output states on templated prompts vs plateaus;
 - ``layers``: the P2 stable-regions protocol at every write layer;
@@ -12,20 +14,20 @@ returning a typed :class:`challenge.results.Result` (``headline``: the numbers t
 - ``sae_collapse``: whether an end-to-end SAE maps a plateau's activations to nearly one point;
 - ``feature_finding``: the directions the output is most sensitive to vs SAE / PCA / random.
 
-What they share lives in :mod:`challenge.studies._common` and is re-exported here.
+What they share lives in :mod:`challenge.studies._common` and is re-exported here (with the
+divergences of :mod:`challenge.divergence`).
 """
 
+from challenge.divergence import js_rows, js_to_reference
 from challenge.studies._common import (
     StudyEnv,
     TemplateSet,
+    as_env,
     clean_logp,
     corr,
     finish,
-    js_rows,
-    js_to_reference,
     load_env,
     make_env,
-    require,
     same_length,
     template_set,
     trace,
@@ -46,10 +48,10 @@ __all__ = [
     "STUDIES",
     "StudyEnv",
     "TemplateSet",
+    "as_env",
     "clean_logp",
     "corr",
     "finish",
-    "require",
     "js_rows",
     "js_to_reference",
     "load_env",

@@ -5,7 +5,6 @@ and :func:`finish`, the one writer of a study's result (JSON + npz + PNG)."""
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,18 +16,14 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from challenge import hooks
 from challenge.activations import capture
+from challenge.divergence import js_rows
 from challenge.engine import PerturbationEngine
 from challenge.errors import ConfigError
 from challenge.results import Result, TrackRef, provenance
 
 R = TypeVar("R", bound=Result)
-
-
-def require(ok: bool, field: str, problem: str) -> None:
-    """Config validation: raise ``ConfigError(problem, field=field)`` unless ``ok``."""
-    if not ok:
-        raise ConfigError(problem, field=field)
 
 
 @dataclass
@@ -46,7 +41,7 @@ def make_env(track, lm, progress: bool = False) -> StudyEnv:
     return StudyEnv(track, lm, track.engine(lm, progress=progress), time.perf_counter())
 
 
-def load_env(track: str, progress: bool = False) -> StudyEnv:
+def load_env(track: str | Path, progress: bool = False) -> StudyEnv:
     """Track (registered id, built into the cache when missing, or a directory), model, engine."""
     from challenge.models import load_model
     from challenge.track import resolve_track
@@ -57,17 +52,9 @@ def load_env(track: str, progress: bool = False) -> StudyEnv:
     return StudyEnv(tr, lm, tr.engine(lm, progress=progress), t0)
 
 
-def js_rows(lp: Float[Tensor, "n V"], lq: Float[Tensor, "n V"]) -> Float[Tensor, " n"]:
-    """Jensen-Shannon divergence (nats) between rows of two log-probability arrays."""
-    m = torch.logaddexp(lp, lq) - math.log(2.0)
-    p, q = lp.exp(), lq.exp()
-    js = 0.5 * (p * (lp - m)).sum(-1) + 0.5 * (q * (lq - m)).sum(-1)
-    return js.clamp_min(0)
-
-
-def js_to_reference(logp: Float[Tensor, "n V"], ref_logp: Float[Tensor, " V"]) -> Tensor:
-    """JS(p_i, ref) for each row (nats)."""
-    return js_rows(logp, ref_logp.expand_as(logp))
+def as_env(env: StudyEnv | str | Path) -> StudyEnv:
+    """``env`` itself, or the study environment of a track (registered id or directory)."""
+    return env if isinstance(env, StudyEnv) else load_env(env)
 
 
 @torch.no_grad()
@@ -198,13 +185,16 @@ def finish(
     arrays: dict | None = None,
     plot: Callable[[R, Path], Any] | None = None,
     kind: str | None = None,
+    *,
+    out: Path,
+    draw: bool = True,
 ) -> R:
     """Build the study's typed result (``kind`` defaults to ``name``; track, provenance with
-    wall time, config) and write ``<cfg.out>/<name>.json`` (+ ``.npz``), then
-    ``plot(result, <cfg.out>/<name>.png)`` when ``cfg.plot``. ``detail["plot"]`` names the PNG
+    wall time, config) and write ``<out>/<name>.json`` (+ ``.npz``), then
+    ``plot(result, <out>/<name>.png)`` when ``draw``. ``detail["plot"]`` names the PNG
     (``None`` when none is drawn); the result's ``path`` is the JSON."""
-    png = Path(cfg.out) / f"{name}.png"
-    draw = plot is not None and getattr(cfg, "plot", True)
+    png = Path(out) / f"{name}.png"
+    draw = plot is not None and draw
     res = result_cls(
         kind=kind or name,
         config=cfg,
@@ -219,7 +209,7 @@ def finish(
         ),
         arrays=dict(arrays or {}),
     )
-    res.save(Path(cfg.out), name)
+    res.save(Path(out), name)
     if draw:
         plot(res, png)
     return res
@@ -230,6 +220,6 @@ def resid_pre_all(
 ) -> dict[int, Float[Tensor, "n d_model"]]:
     """Clean ``blocks.L.hook_resid_pre`` at the last position for several layers in one pass
     per batch (for the control's covariance; no perturbation), on the CPU."""
-    names = {f"blocks.{L}.hook_resid_pre": L for L in layers}
+    names = {hooks.resid_pre(L): L for L in layers}
     acts = capture(model, tokens, list(names), positions="last", batch_size=batch, device="cpu")
     return {L: acts[n] for n, L in names.items()}

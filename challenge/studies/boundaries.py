@@ -31,13 +31,14 @@ from typing import Literal
 import numpy as np
 import torch
 
+from challenge import checks
 from challenge import metrics as M
 from challenge.directions import ActivationStats, gaussian_like
 from challenge.paths import linear_path
 from challenge.results import Result
 from challenge.rng import generator, seed_for
 from challenge.schemas import JSON_CONFIG
-from challenge.studies._common import StudyEnv, corr, finish, load_env, require, trace
+from challenge.studies._common import StudyEnv, as_env, corr, finish, trace
 
 NAME = "boundaries"
 
@@ -48,8 +49,6 @@ class BoundariesConfig:
 
     __pydantic_config__ = JSON_CONFIG
 
-    track: str = "smollm2-135m-l1"
-    """registered track id or a track directory"""
     n_paths: int = 48
     """paths per kind (real-to-real and toward random N(mu, Sigma) targets)"""
     n_steps: int = 51
@@ -62,19 +61,14 @@ class BoundariesConfig:
     """half-width of the profile aligned at the max-slope step"""
     seed: int = 0
     """run seed: paths (stream boundaries.paths), random endpoints, bunching nulls"""
-    out: Path = Path("runs/studies")
-    """folder of boundaries.{json,npz,png}"""
-    plot: bool = True
-    """also draw boundaries.png"""
 
-    def __post_init__(self):
-        require(bool(self.track), "track", "a track id or directory is needed")
-        require(self.n_paths >= 1, "n_paths", f"must be >= 1, got {self.n_paths}")
-        require(self.n_steps >= 3, "n_steps", f"need at least 3 steps, got {self.n_steps}")
-        require(self.max_rows >= 1, "max_rows", f"must be >= 1, got {self.max_rows}")
-        require(self.window >= 0, "window", f"must be >= 0, got {self.window}")
-        require(self.align >= 0, "align", f"must be >= 0, got {self.align}")
-        require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+    def __post_init__(self) -> None:
+        checks.integer(self.n_paths, "n_paths", minimum=1)
+        checks.integer(self.n_steps, "n_steps", minimum=3)
+        checks.integer(self.max_rows, "max_rows", minimum=1)
+        checks.integer(self.window, "window", minimum=0)
+        checks.integer(self.align, "align", minimum=0)
+        checks.integer(self.seed, "seed", minimum=0)
 
 
 @dataclass
@@ -251,8 +245,12 @@ def analyse(c: dict[str, np.ndarray], cfg: BoundariesConfig, dist: np.ndarray) -
     return doc, arrays
 
 
-def run(cfg: BoundariesConfig, env: StudyEnv | None = None) -> BoundariesResult:
-    env = env or load_env(cfg.track)
+def run(
+    cfg: BoundariesConfig, env: StudyEnv | str | Path, *, out: Path, draw: bool = True
+) -> BoundariesResult:
+    """Study 4 on ``env`` (a study environment, or a track id / directory to load); writes
+    ``<out>/boundaries.{json,npz}`` (+ ``.png`` when ``draw``)."""
+    env = as_env(env)
     tr, eng = env.track, env.eng
     ctx_t, ctx_a, held = tr.tokens("context"), tr.acts("context"), tr.acts("heldout")
     g = generator(cfg.seed, "boundaries.paths")
@@ -280,7 +278,18 @@ def run(cfg: BoundariesConfig, env: StudyEnv | None = None) -> BoundariesResult:
         "first_mlp_layer": int(eng.start),
         "kinds": kinds,
     }
-    return finish(env, cfg, NAME, BoundariesResult, headline(kinds), doc, arrays, plot=plot)
+    return finish(
+        env,
+        cfg,
+        NAME,
+        BoundariesResult,
+        headline(kinds),
+        doc,
+        arrays,
+        plot=plot,
+        out=out,
+        draw=draw,
+    )
 
 
 def plot(res: BoundariesResult, path: Path) -> Path:

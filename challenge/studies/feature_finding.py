@@ -20,11 +20,12 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from challenge import checks
 from challenge.directions import ActivationStats
 from challenge.results import Result
 from challenge.rng import generator, seed_for, subset
 from challenge.schemas import JSON_CONFIG
-from challenge.studies._common import StudyEnv, finish, load_env, require
+from challenge.studies._common import StudyEnv, as_env, finish
 from challenge.studies.sensitive_directions import (
     global_jacobian_directions,
     local_jacobian_directions,
@@ -43,8 +44,6 @@ class FeatureFindingConfig:
 
     __pydantic_config__ = JSON_CONFIG
 
-    track: str = "smollm2-135m-l1"
-    """registered track id or a track directory"""
     sae: str | None = None
     """SAE directory (SAELens format) or saelens:<release>/<id>; None: the track's SAE"""
     use_sae: bool = True
@@ -79,30 +78,21 @@ class FeatureFindingConfig:
     """median KL (nats) whose first crossing length is reported"""
     n_random: int = 1000
     """random directions for the max-cosine baseline"""
-    out: Path = Path("runs/feature_finding")
-    """folder of <track id>_feature_finding.{json,npz,png,md}"""
-    plot: bool = True
-    """also draw the PNG"""
     progress: bool = True
     """progress bars of the direction finders"""
 
-    def __post_init__(self):
-        require(bool(self.track), "track", "a track id or directory is needed")
-        require(
-            self.units in ("gpt2", "scale_free"), "units", f"gpt2 or scale_free, not {self.units!r}"
-        )
+    def __post_init__(self) -> None:
+        checks.boolean(self.use_sae, "use_sae")
+        checks.choice(self.units, ("gpt2", "scale_free"), "units")
         for f in ("n_base", "n_jac", "k", "opt_restarts", "n_random"):
-            v = getattr(self, f)
-            require(v >= 1, f, f"must be >= 1, got {v}")
+            checks.integer(getattr(self, f), f, minimum=1)
         for f in ("oversample", "iters", "local_iters", "opt_steps", "seed"):
-            v = getattr(self, f)
-            require(v >= 0, f, f"must be >= 0, got {v}")
-        require(self.opt_radius > 0, "opt_radius", f"must be > 0, got {self.opt_radius}")
-        require(self.kl_threshold > 0, "kl_threshold", f"must be > 0, got {self.kl_threshold}")
-        bad = [m for m in self.metrics if m not in METRICS]
-        require(not bad, "metrics", f"unknown metrics {bad}; known: {list(METRICS)}")
-        bad = [o for o in self.objectives if o not in OBJECTIVES]
-        require(not bad, "objectives", f"unknown objectives {bad}; known: {list(OBJECTIVES)}")
+            checks.integer(getattr(self, f), f, minimum=0)
+        checks.number(self.opt_radius, "opt_radius", positive=True)
+        checks.number(self.kl_threshold, "kl_threshold", positive=True)
+        checks.sequence(self.metrics, "metrics", choices=METRICS)
+        checks.sequence(self.objectives, "objectives", choices=OBJECTIVES)
+        checks.boolean(self.progress, "progress")
 
 
 @dataclass
@@ -369,15 +359,29 @@ def compare(env: StudyEnv, cfg: FeatureFindingConfig, sae) -> tuple[dict, dict[s
     return doc, arrays
 
 
-def run(cfg: FeatureFindingConfig, env: StudyEnv | None = None) -> FeatureFindingResult:
-    """The whole comparison on ``cfg.track``; writes ``<out>/<track id>_feature_finding.*``."""
-    env = env or load_env(cfg.track)
+def run(
+    cfg: FeatureFindingConfig, env: StudyEnv | str | Path, *, out: Path, draw: bool = True
+) -> FeatureFindingResult:
+    """The whole comparison on ``env`` (a study environment, or a track id / directory to
+    load); writes ``<out>/<track id>_feature_finding.{json,npz,md}`` (+ ``.png`` when
+    ``draw``)."""
+    env = as_env(env)
     doc, arrays = compare(env, cfg, get_sae(env, cfg))
     name = f"{env.track.spec.track_id}_{NAME}"
     res = finish(
-        env, cfg, name, FeatureFindingResult, headline(doc), doc, arrays, plot=plot, kind=NAME
+        env,
+        cfg,
+        name,
+        FeatureFindingResult,
+        headline(doc),
+        doc,
+        arrays,
+        plot=plot,
+        kind=NAME,
+        out=out,
+        draw=draw,
     )
-    (Path(cfg.out) / f"{name}.md").write_text(table_markdown(res))
+    (Path(out) / f"{name}.md").write_text(table_markdown(res))
     return res
 
 

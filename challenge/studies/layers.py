@@ -28,6 +28,7 @@ from typing import Literal
 
 import numpy as np
 
+from challenge import checks, hooks
 from challenge import metrics as M
 from challenge.directions import ActivationStats, cov_random_mixture
 from challenge.engine import EngineConfig, PerturbationEngine
@@ -38,9 +39,8 @@ from challenge.rng import seed_for
 from challenge.schemas import JSON_CONFIG
 from challenge.studies._common import (
     StudyEnv,
+    as_env,
     finish,
-    load_env,
-    require,
     resid_pre_all,
     same_length,
     trace,
@@ -55,8 +55,6 @@ class LayersConfig:
 
     __pydantic_config__ = JSON_CONFIG
 
-    track: str = "smollm2-135m-l1"
-    """registered track id or a track directory (its model, prompts and read hook are used)"""
     n_pairs: int = 32
     """adjacent context-prompt pairs (i, i+1)"""
     n_steps: int = 41
@@ -73,23 +71,19 @@ class LayersConfig:
     """a steep step rises by more than steep_factor / (S - 1) of the normalised L2 curve"""
     seed: int = 0
     """run seed: the control directions (stream layers.control, indexed by layer)"""
-    out: Path = Path("runs/studies")
-    """folder of layers.{json,npz,png}"""
-    plot: bool = True
-    """also draw layers.png"""
 
-    def __post_init__(self):
-        require(bool(self.track), "track", "a track id or directory is needed")
-        require(self.n_pairs >= 1, "n_pairs", f"must be >= 1, got {self.n_pairs}")
-        require(self.n_steps >= 2, "n_steps", f"must be >= 2, got {self.n_steps}")
-        neg = [L for L in self.layers if L < 0]
-        require(not neg, "layers", f"layers must be >= 0, got {neg}")
-        require(self.layer_stride >= 1, "layer_stride", f"must be >= 1, got {self.layer_stride}")
-        require(
-            not self.control or self.n_stats >= 2, "n_stats", f"must be >= 2, got {self.n_stats}"
-        )
-        require(self.steep_factor > 0, "steep_factor", f"must be > 0, got {self.steep_factor}")
-        require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+    def __post_init__(self) -> None:
+        checks.integer(self.n_pairs, "n_pairs", minimum=1)
+        checks.integer(self.n_steps, "n_steps", minimum=2)
+        checks.sequence(self.layers, "layers")
+        for L in self.layers:
+            checks.integer(L, "layers", minimum=0)
+        checks.integer(self.layer_stride, "layer_stride", minimum=1)
+        checks.boolean(self.control, "control")
+        if self.control:  # the control's covariance needs two rows
+            checks.integer(self.n_stats, "n_stats", minimum=2)
+        checks.number(self.steep_factor, "steep_factor", positive=True)
+        checks.integer(self.seed, "seed", minimum=0)
 
 
 @dataclass
@@ -162,8 +156,12 @@ def crossings(curves, steep_factor: float) -> dict[str, np.ndarray]:
     }
 
 
-def run(cfg: LayersConfig, env: StudyEnv | None = None) -> LayersResult:
-    env = env or load_env(cfg.track)
+def run(
+    cfg: LayersConfig, env: StudyEnv | str | Path, *, out: Path, draw: bool = True
+) -> LayersResult:
+    """Study 2 on ``env`` (a study environment, or a track id / directory to load); writes
+    ``<out>/layers.{json,npz}`` (+ ``.png`` when ``draw``)."""
+    env = as_env(env)
     tr, model = env.track, env.lm.model
     n_layers = model.cfg.n_layers
     layers = list(cfg.layers) or list(range(0, n_layers, cfg.layer_stride))
@@ -184,7 +182,7 @@ def run(cfg: LayersConfig, env: StudyEnv | None = None) -> LayersResult:
         eng = PerturbationEngine(
             model,
             EngineConfig(
-                write_hook=f"blocks.{L}.hook_resid_pre", read_hook=tr.spec.read_hook, progress=False
+                write_hook=hooks.resid_pre(L), read_hook=tr.spec.read_hook, progress=False
             ),
         )
         engines[L] = eng.describe()
@@ -250,7 +248,9 @@ def run(cfg: LayersConfig, env: StudyEnv | None = None) -> LayersResult:
         "verdict": verdict(trends["real"]),
         "engines": {str(L): e for L, e in engines.items()},
     }
-    return finish(env, cfg, NAME, LayersResult, headline(doc), doc, arrays, plot=plot)
+    return finish(
+        env, cfg, NAME, LayersResult, headline(doc), doc, arrays, plot=plot, out=out, draw=draw
+    )
 
 
 def verdict(t: dict) -> str:

@@ -46,18 +46,18 @@ from typing import Literal
 import numpy as np
 import torch
 
+from challenge import checks
 from challenge import metrics as M
+from challenge.divergence import js_rows
 from challenge.errors import ConfigError
 from challenge.paths import linear_path
 from challenge.results import Result
 from challenge.schemas import JSON_CONFIG
 from challenge.studies._common import (
     StudyEnv,
+    as_env,
     clean_logp,
     finish,
-    js_rows,
-    load_env,
-    require,
     trace,
     write_point_acts,
 )
@@ -71,8 +71,6 @@ class OutputStatesConfig:
 
     __pydantic_config__ = JSON_CONFIG
 
-    track: str = "smollm2-135m-l1"
-    """registered track id or a track directory (its model, write and read hooks are used)"""
     families: tuple[str, ...] = ("person_adjective", "object_color", "city_weather")
     """templated prompt families (challenge.prompts.TEMPLATE_FAMILIES)"""
     cut_at_last_slot: bool = True
@@ -93,30 +91,20 @@ class OutputStatesConfig:
     """... and changes the distribution by JS >= this (nats; ln 2 = 0.69)"""
     seed: int = 0
     """run seed: k-means, the Gaussian silhouette null and the pair draws"""
-    out: Path = Path("runs/studies")
-    """folder of output_states.{json,npz,png}"""
-    plot: bool = True
-    """also draw output_states.png"""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         from challenge.prompts import TEMPLATE_FAMILIES
 
-        require(bool(self.track), "track", "a track id or directory is needed")
-        require(len(self.families) > 0, "families", "at least one family is needed")
-        unknown = [f for f in self.families if f not in TEMPLATE_FAMILIES]
-        require(
-            not unknown, "families", f"unknown families {unknown}; known: {list(TEMPLATE_FAMILIES)}"
-        )
-        require(self.k_min >= 2, "k_min", f"must be >= 2, got {self.k_min}")
-        require(
-            self.k_max >= self.k_min, "k_max", f"must be >= k_min {self.k_min}, got {self.k_max}"
-        )
-        require(self.top_tokens >= 1, "top_tokens", f"must be >= 1, got {self.top_tokens}")
-        require(self.n_pairs >= 1, "n_pairs", f"must be >= 1, got {self.n_pairs}")
-        require(self.n_steps >= 2, "n_steps", f"must be >= 2, got {self.n_steps}")
-        require(self.jump_concentration > 0, "jump_concentration", "must be > 0")
-        require(self.jump_js >= 0, "jump_js", f"must be >= 0, got {self.jump_js}")
-        require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+        checks.sequence(self.families, "families", choices=TEMPLATE_FAMILIES, nonempty=True)
+        checks.boolean(self.cut_at_last_slot, "cut_at_last_slot")
+        checks.integer(self.k_min, "k_min", minimum=2)
+        checks.integer(self.k_max, "k_max", minimum=self.k_min)
+        checks.integer(self.top_tokens, "top_tokens", minimum=1)
+        checks.integer(self.n_pairs, "n_pairs", minimum=1)
+        checks.integer(self.n_steps, "n_steps", minimum=2)
+        checks.number(self.jump_concentration, "jump_concentration", positive=True)
+        checks.number(self.jump_js, "jump_js", minimum=0)
+        checks.integer(self.seed, "seed", minimum=0)
 
 
 @dataclass
@@ -497,8 +485,12 @@ def plot(res: OutputStatesResult, path: Path) -> Path:
     return save_figure(fig, path, dpi=100)
 
 
-def run(cfg: OutputStatesConfig, env: StudyEnv | None = None) -> OutputStatesResult:
-    env = env or load_env(cfg.track)
+def run(
+    cfg: OutputStatesConfig, env: StudyEnv | str | Path, *, out: Path, draw: bool = True
+) -> OutputStatesResult:
+    """Study 1 on ``env`` (a study environment, or a track id / directory to load); writes
+    ``<out>/output_states.{json,npz}`` (+ ``.png`` when ``draw``)."""
+    env = as_env(env)
     fams, arrays = [], {}
     for fam in cfg.families:
         d, arr = run_family(env, cfg, fam)
@@ -520,4 +512,15 @@ def run(cfg: OutputStatesConfig, env: StudyEnv | None = None) -> OutputStatesRes
             },
         },
     }
-    return finish(env, cfg, NAME, OutputStatesResult, headline(fams), doc, arrays, plot=plot)
+    return finish(
+        env,
+        cfg,
+        NAME,
+        OutputStatesResult,
+        headline(fams),
+        doc,
+        arrays,
+        plot=plot,
+        out=out,
+        draw=draw,
+    )

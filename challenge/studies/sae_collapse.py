@@ -35,12 +35,13 @@ from typing import Literal
 import numpy as np
 import torch
 
+from challenge import bootstrap, checks
 from challenge import metrics as M
 from challenge.paths import linear_path
 from challenge.results import Result
 from challenge.rng import generator
 from challenge.schemas import JSON_CONFIG
-from challenge.studies._common import StudyEnv, finish, load_env, require, trace
+from challenge.studies._common import StudyEnv, as_env, finish, trace
 
 NAME = "sae_collapse"
 GROUPS = ("within", "across")
@@ -52,8 +53,6 @@ class SAECollapseConfig:
 
     __pydantic_config__ = JSON_CONFIG
 
-    track: str = "smollm2-135m-l1"
-    """registered track id or a track directory"""
     e2e_sae: str | None = None
     """e2e SAE directory (SAELens format); None: the track's e2e SAE with E2EConfig's defaults
     (trained and cached when missing)"""
@@ -78,22 +77,17 @@ class SAECollapseConfig:
     """bootstrap resamples of the contexts"""
     seed: int = 0
     """run seed (streams sae_collapse.*)"""
-    out: Path = Path("runs/studies")
-    """folder of sae_collapse.{json,npz,png}"""
-    plot: bool = True
-    """also draw sae_collapse.png"""
 
-    def __post_init__(self):
-        require(bool(self.track), "track", "a track id or directory is needed")
+    def __post_init__(self) -> None:
         for f in ("n_paths", "n_contexts", "n_boot"):
-            require(getattr(self, f) >= 1, f, f"must be >= 1, got {getattr(self, f)}")
-        for f in ("n_near", "n_far"):
-            require(getattr(self, f) >= 0, f, f"must be >= 0, got {getattr(self, f)}")
-        require(self.n_near + self.n_far >= 1, "n_near", "n_near + n_far must be >= 1")
-        require(self.path_steps >= 3, "path_steps", f"must be >= 3, got {self.path_steps}")
-        require(self.pair_steps >= 2, "pair_steps", f"must be >= 2, got {self.pair_steps}")
-        require(self.edge_kl > 0, "edge_kl", f"must be > 0, got {self.edge_kl}")
-        require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+            checks.integer(getattr(self, f), f, minimum=1)
+        checks.integer(self.n_far, "n_far", minimum=0)
+        # every context needs a partner: n_near + n_far >= 1
+        checks.integer(self.n_near, "n_near", minimum=0 if self.n_far else 1)
+        checks.integer(self.path_steps, "path_steps", minimum=3)
+        checks.integer(self.pair_steps, "pair_steps", minimum=2)
+        checks.number(self.edge_kl, "edge_kl", positive=True)
+        checks.integer(self.seed, "seed", minimum=0)
 
 
 @dataclass
@@ -107,6 +101,13 @@ class Interval:
     hi: float | None
     n: int
     """pairs it was computed on"""
+
+    @classmethod
+    def of(cls, est: bootstrap.Estimate) -> Interval:
+        """From a :func:`challenge.bootstrap.bootstrap` estimate; ``None`` when it had no rows."""
+        if est.n == 0:
+            return cls(None, None, None, 0)
+        return cls(est.value, est.lo, est.hi, est.n)
 
 
 @dataclass
@@ -136,27 +137,6 @@ class SAECollapseResult(Result):
     kind: Literal["sae_collapse"]
     config: SAECollapseConfig
     headline: SAECollapseHeadline
-
-
-def cluster_bootstrap(
-    stat, groups: np.ndarray, *arrays: np.ndarray, n_boot: int = 1000, seed: int = 0
-) -> Interval:
-    """``stat(*arrays)`` with a 95% percentile interval from resampling the clusters named by
-    ``groups`` (all rows of a drawn cluster together) with replacement; ``None`` when empty."""
-    if len(groups) == 0:
-        return Interval(None, None, None, 0)
-    value = float(stat(*arrays))
-    ids, inv = np.unique(groups, return_inverse=True)
-    members = [np.nonzero(inv == i)[0] for i in range(len(ids))]
-    rng = np.random.default_rng(seed)
-    boots = []
-    for _ in range(n_boot):
-        pick = np.concatenate([members[i] for i in rng.integers(0, len(ids), len(ids))])
-        v = stat(*(a[pick] for a in arrays))
-        if np.isfinite(v):
-            boots.append(v)
-    lo, hi = np.quantile(boots, [0.025, 0.975]) if boots else (np.nan, np.nan)
-    return Interval(value, float(lo), float(hi), int(len(groups)))
 
 
 def get_saes(env: StudyEnv, cfg: SAECollapseConfig) -> dict:
@@ -255,8 +235,10 @@ def analyse(pairs: dict, saes: dict, cfg) -> tuple[dict, dict, dict]:
     ratio, contrast = {}, {}
     for group in GROUPS:
         m = (grp == group) & np.isfinite(d_x) & (d_x > 0)
-        ratio[group] = {n: cluster_bootstrap(np.median, ctx[m], r[m], **boot)
-                        for n, r in ratios.items()}  # fmt: skip
+        ratio[group] = {
+            n: Interval.of(bootstrap.bootstrap(np.median, r[m], groups=ctx[m], **boot))
+            for n, r in ratios.items()
+        }
     ok = d_x > 0
     for name, r in ratios.items():
 
@@ -264,9 +246,13 @@ def analyse(pairs: dict, saes: dict, cfg) -> tuple[dict, dict, dict]:
             w, x = r[g == "within"], r[g == "across"]
             return np.median(w) / np.median(x) if len(w) and len(x) else np.nan
 
-        contrast[name] = cluster_bootstrap(con, ctx[ok], r[ok], grp[ok], **boot)
+        contrast[name] = Interval.of(
+            bootstrap.bootstrap(con, r[ok], grp[ok], groups=ctx[ok], **boot)
+        )
     w = (grp == "within") & ok
-    diff = cluster_bootstrap(np.median, ctx[w], ratios["e2e"][w] - ratios["local"][w], **boot)
+    diff = Interval.of(
+        bootstrap.bootstrap(np.median, ratios["e2e"][w] - ratios["local"][w], groups=ctx[w], **boot)
+    )
     # ratios by distance tercile (pooled groups), so that within and across compare at equal
     # distances where they overlap
     edges = np.quantile(d_x[ok], [0, 1 / 3, 2 / 3, 1]) if ok.any() else np.zeros(4)
@@ -292,10 +278,14 @@ def analyse(pairs: dict, saes: dict, cfg) -> tuple[dict, dict, dict]:
     return {"ratio": ratio, "contrast": contrast, "diff": diff}, detail, arrays
 
 
-def run(cfg: SAECollapseConfig, env: StudyEnv | None = None) -> SAECollapseResult:
+def run(
+    cfg: SAECollapseConfig, env: StudyEnv | str | Path, *, out: Path, draw: bool = True
+) -> SAECollapseResult:
+    """Study 6 on ``env`` (a study environment, or a track id / directory to load); writes
+    ``<out>/sae_collapse.{json,npz}`` (+ ``.png`` when ``draw``)."""
     from challenge.sae import describe
 
-    env = env or load_env(cfg.track)
+    env = as_env(env)
     saes = get_saes(env, cfg)
     sources = {"path": path_pairs(env, cfg), "real": real_pairs(env, cfg)}
     head = {"ratio": {}, "contrast": {}, "diff": {}}
@@ -315,7 +305,9 @@ def run(cfg: SAECollapseConfig, env: StudyEnv | None = None) -> SAECollapseResul
     headline = SAECollapseHeadline(
         ratio=head["ratio"], contrast=head["contrast"], e2e_minus_local_within=head["diff"]
     )
-    return finish(env, cfg, NAME, SAECollapseResult, headline, detail, arrays, plot=plot)
+    return finish(
+        env, cfg, NAME, SAECollapseResult, headline, detail, arrays, plot=plot, out=out, draw=draw
+    )
 
 
 def plot(res: SAECollapseResult, path: Path) -> Path:

@@ -42,6 +42,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from challenge import bootstrap, checks
 from challenge import metrics as M
 from challenge.directions import ActivationStats, cov_random_mixture, gaussian_like, isotropic
 from challenge.errors import ConfigError
@@ -49,7 +50,7 @@ from challenge.paths import linear_path, ray_path
 from challenge.results import Result
 from challenge.rng import generator, seed_for
 from challenge.schemas import JSON_CONFIG
-from challenge.studies._common import StudyEnv, finish, load_env, require, same_length, trace
+from challenge.studies._common import StudyEnv, as_env, finish, same_length, trace
 from challenge.studies.sae_collapse import Interval
 
 NAME = "sae_plateaus"
@@ -61,8 +62,6 @@ class SAEPlateausConfig:
 
     __pydantic_config__ = JSON_CONFIG
 
-    track: str = "smollm2-135m-l1"
-    """registered track id or a track directory"""
     sae: str | None = None
     """SAE directory (SAELens format) or saelens:<release>/<id>; None: the track's SAE"""
     e2e_sae: str | None = None
@@ -96,23 +95,18 @@ class SAEPlateausConfig:
     """C: real points are shifted along each direction by this x their median edge distance"""
     seed: int = 0
     """run seed: every draw of parts A, B, C (streams sae_plateaus.*)"""
-    out: Path = Path("runs/studies")
-    """folder of sae_plateaus.{json,npz,png}"""
-    plot: bool = True
-    """also draw sae_plateaus.png"""
 
-    def __post_init__(self):
-        require(bool(self.track), "track", "a track id or directory is needed")
-        require(self.n_p3 >= 0, "n_p3", f"must be >= 0, got {self.n_p3}")
+    def __post_init__(self) -> None:
+        checks.boolean(self.e2e, "e2e")
+        checks.boolean(self.train_sae, "train_sae")
+        checks.integer(self.n_p3, "n_p3", minimum=0)
         for f in ("n_recon", "n_paths", "n_points", "n_dirs"):
-            v = getattr(self, f)
-            require(v >= 1, f, f"must be >= 1, got {v}")
+            checks.integer(getattr(self, f), f, minimum=1)
         for f in ("recon_steps", "path_steps", "ray_steps"):
-            v = getattr(self, f)
-            require(v >= 2, f, f"must be >= 2, got {v}")
-        require(self.edge_kl > 0, "edge_kl", f"must be > 0, got {self.edge_kl}")
-        require(self.shift_frac > 0, "shift_frac", f"must be > 0, got {self.shift_frac}")
-        require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+            checks.integer(getattr(self, f), f, minimum=2)
+        checks.number(self.edge_kl, "edge_kl", positive=True)
+        checks.number(self.shift_frac, "shift_frac", positive=True)
+        checks.integer(self.seed, "seed", minimum=0)
 
 
 @dataclass
@@ -416,16 +410,14 @@ def part_c(env, cfg, saes, stats) -> tuple[dict, dict]:
     }
     arrays["C_anchoring"] = np.concatenate([anch_p, anch_m])
     # the seed's anecdote, paired: does SAE(x) sit nearer the chord's centre than x itself?
-    from challenge.studies.sae_collapse import cluster_bootstrap
-
     point = np.repeat(np.arange(n), D)
     real_c = arrays["C_real_centredness"].ravel()
     out["centredness_minus_real"] = {}
     for name in saes:
         diff = arrays[f"C_{name}_centredness"].ravel() - real_c
         ok = np.isfinite(diff)
-        out["centredness_minus_real"][name] = cluster_bootstrap(
-            np.median, point[ok], diff[ok], seed=cfg.seed
+        out["centredness_minus_real"][name] = Interval.of(
+            bootstrap.bootstrap(np.median, diff[ok], groups=point[ok], seed=cfg.seed)
         )
         near = arrays[f"C_{name}_edge"].reshape(n, -1).min(1) - r_real.reshape(n, -1).min(1)
         out.setdefault("nearest_edge_minus_real", {})[name] = M.summarise(near)
@@ -439,7 +431,6 @@ def part_d(env, cfg, saes) -> tuple[dict, dict]:
         return {}, {}
     from challenge.protocols import P3Config, run_p3
     from challenge.sae import sae_direction_sets
-    from challenge.studies.sae_collapse import cluster_bootstrap
 
     extra = {}
     for name, sae in saes.items():
@@ -459,18 +450,23 @@ def part_d(env, cfg, saes) -> tuple[dict, dict]:
     arrays = {"D_lengths": lengths}
     for name in res.detail["directions"]:
         kl = res.arrays[f"{name}_kl"]
-        out["length_to_kl_threshold"][name] = cluster_bootstrap(
-            reach, np.arange(len(kl)), kl, seed=cfg.seed
+        # every base its own cluster: the plain row bootstrap (the same draws)
+        out["length_to_kl_threshold"][name] = Interval.of(
+            bootstrap.bootstrap(reach, kl, seed=cfg.seed)
         )
         out["median_kl"][name] = res.detail["directions"][name]["median_kl"]
         arrays[f"D_{name}_kl"] = kl
     return out, arrays
 
 
-def run(cfg: SAEPlateausConfig, env: StudyEnv | None = None) -> SAEPlateausResult:
+def run(
+    cfg: SAEPlateausConfig, env: StudyEnv | str | Path, *, out: Path, draw: bool = True
+) -> SAEPlateausResult:
+    """Study 5 on ``env`` (a study environment, or a track id / directory to load); writes
+    ``<out>/sae_plateaus.{json,npz}`` (+ ``.png`` when ``draw``)."""
     from challenge.sae import describe, evaluate_sae
 
-    env = env or load_env(cfg.track)
+    env = as_env(env)
     saes = get_saes(env, cfg)
     stats = ActivationStats.fit(env.track.acts("public"))
     a, arr_a = part_a(env, cfg, saes, stats)
@@ -492,7 +488,18 @@ def run(cfg: SAEPlateausConfig, env: StudyEnv | None = None) -> SAEPlateausResul
         "D_p3_decoder_directions": d,
     }
     arrays = arr_a | arr_b | arr_c | arr_d
-    return finish(env, cfg, NAME, SAEPlateausResult, headline(a, b, c, d), doc, arrays, plot=plot)
+    return finish(
+        env,
+        cfg,
+        NAME,
+        SAEPlateausResult,
+        headline(a, b, c, d),
+        doc,
+        arrays,
+        plot=plot,
+        out=out,
+        draw=draw,
+    )
 
 
 def plot(res: SAEPlateausResult, path: Path) -> Path:

@@ -29,8 +29,10 @@ from typing import Literal
 import numpy as np
 import torch
 
+from challenge import checks
 from challenge import metrics as M
 from challenge.directions import ActivationStats, cov_random_mixture, isotropic
+from challenge.divergence import js_to_reference
 from challenge.errors import ConfigError
 from challenge.paths import ray_path
 from challenge.results import Result
@@ -38,11 +40,9 @@ from challenge.rng import seed_for
 from challenge.schemas import JSON_CONFIG
 from challenge.studies._common import (
     StudyEnv,
+    as_env,
     clean_logp,
     finish,
-    js_to_reference,
-    load_env,
-    require,
     trace,
     write_point_acts,
 )
@@ -58,8 +58,6 @@ class SteeringConfig:
 
     __pydantic_config__ = JSON_CONFIG
 
-    track: str = "smollm2-135m-l1"
-    """registered track id or a track directory"""
     contrasts: tuple[str, ...] = (
         "person_adjective:sentiment:negative:positive",
         "city_weather:weather_group:cold:warm",
@@ -76,28 +74,18 @@ class SteeringConfig:
     seed: int = 0
     """run seed: the fit / held-out split and base draws, and the random directions (streams
     steering.random, steering.isotropic)"""
-    out: Path = Path("runs/studies")
-    """folder of steering.{json,npz,png}"""
-    plot: bool = True
-    """also draw steering.png"""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         from challenge.prompts import TEMPLATE_FAMILIES
 
-        require(bool(self.track), "track", "a track id or directory is needed")
-        require(len(self.contrasts) > 0, "contrasts", "at least one contrast is needed")
-        for c in self.contrasts:
-            family = parse_contrast(c)[0]
-            require(family in TEMPLATE_FAMILIES, "contrasts", f"{c!r}: unknown family {family!r}")
-        require(self.n_bases >= 2, "n_bases", f"must be >= 2, got {self.n_bases}")
-        require(self.n_steps >= 2, "n_steps", f"must be >= 2, got {self.n_steps}")
-        require(
-            self.coef_max is None or self.coef_max > 0,
-            "coef_max",
-            f"must be > 0 or None, got {self.coef_max}",
-        )
-        require(self.kl_threshold > 0, "kl_threshold", f"must be > 0, got {self.kl_threshold}")
-        require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+        checks.sequence(self.contrasts, "contrasts", nonempty=True)
+        for c in self.contrasts:  # parse_contrast refuses a malformed one
+            checks.choice(parse_contrast(c)[0], TEMPLATE_FAMILIES, "contrasts")
+        checks.integer(self.n_bases, "n_bases", minimum=2)
+        checks.integer(self.n_steps, "n_steps", minimum=2)
+        checks.number(self.coef_max, "coef_max", positive=True, optional=True)
+        checks.number(self.kl_threshold, "kl_threshold", positive=True)
+        checks.integer(self.seed, "seed", minimum=0)
 
 
 @dataclass
@@ -288,8 +276,12 @@ def run_contrast(env: StudyEnv, cfg: SteeringConfig, contrast: str, stats: Activ
     return doc, arrays
 
 
-def run(cfg: SteeringConfig, env: StudyEnv | None = None) -> SteeringResult:
-    env = env or load_env(cfg.track)
+def run(
+    cfg: SteeringConfig, env: StudyEnv | str | Path, *, out: Path, draw: bool = True
+) -> SteeringResult:
+    """Study 3 on ``env`` (a study environment, or a track id / directory to load); writes
+    ``<out>/steering.{json,npz}`` (+ ``.png`` when ``draw``)."""
+    env = as_env(env)
     stats = ActivationStats.fit(env.track.acts("public"))
     contrasts, arrays = [], {}
     for i, con in enumerate(cfg.contrasts):
@@ -301,7 +293,18 @@ def run(cfg: SteeringConfig, env: StudyEnv | None = None) -> SteeringResult:
         "plateau perturbations (toward real activations) of the same norm?",
         "contrasts": contrasts,
     }
-    return finish(env, cfg, NAME, SteeringResult, headline(contrasts), doc, arrays, plot=plot)
+    return finish(
+        env,
+        cfg,
+        NAME,
+        SteeringResult,
+        headline(contrasts),
+        doc,
+        arrays,
+        plot=plot,
+        out=out,
+        draw=draw,
+    )
 
 
 def plot(res: SteeringResult, path: Path) -> Path:

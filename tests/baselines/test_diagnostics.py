@@ -4,8 +4,8 @@ import torch
 
 from baselines.diagnostics import diagnose, placement
 from baselines.generators import Gaussian, HeldoutReal, last_token_means
+from challenge.scoring.validation import nearest_distances
 from challenge.submission import write_submission
-from challenge.validate import nearest_distances
 
 
 def test_real_rows_sit_in_token_clusters_gaussian_rows_do_not(tiny_track, smollm, tmp_path):

@@ -32,7 +32,7 @@ def test_find_features(plateau, printed, read_json, tiny_track_dir, tiny_sae_dir
     assert path == tmp_path / f"{name}.json"
     doc = read_json(path)
     assert doc["kind"] == "feature_finding" and doc["headline"] == headline
-    assert doc["config"]["track"] == str(tiny_track_dir) and doc["config"]["n_base"] == 3
+    assert doc["track"]["path"] == str(tiny_track_dir) and doc["config"]["n_base"] == 3
     assert headline["max_cos_median"]  # the SAE was used
     for f in (f"{name}.md", f"{name}.png", f"{name}.npz", "extra.png"):
         assert (tmp_path / f).exists(), f

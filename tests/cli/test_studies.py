@@ -31,5 +31,7 @@ def test_study(name, plateau, printed, read_json, tiny_track_dir, tiny_sae_dir, 
     assert path == tmp_path / f"{name}.json"
     doc = read_json(path)
     assert doc["kind"] == name and doc["headline"] == headline and headline
-    assert doc["track"]["id"] == TINY and doc["config"]["track"] == str(tiny_track_dir)
+    # the track is the result's TrackRef (where it was read), not a config field
+    assert doc["track"]["id"] == TINY and doc["track"]["path"] == str(tiny_track_dir)
+    assert not {"track", "out", "plot"} & set(doc["config"])
     assert (tmp_path / f"{name}.npz").exists() and (tmp_path / f"{name}.png").exists()

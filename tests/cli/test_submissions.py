@@ -5,8 +5,7 @@ import json
 import pytest
 
 from challenge.cli.challenge import MainCommand
-from challenge.scorer import ScoreConfig
-from challenge.validate import required_n
+from challenge.scoring import ScoreConfig
 
 TINY = "smollm2-135m-l1-tiny"
 SMALL = (
@@ -31,7 +30,7 @@ def test_generate(plateau, tiny_track, tiny_track_dir, tmp_path, read_json):
     assert f"wrote {folder}" in out
     meta = read_json(folder / "submission.json")
     assert meta["name"] == "isotropic" and meta["seed"] == 3
-    assert meta["n"] == required_n(tiny_track) and (folder / "activations.safetensors").exists()
+    assert meta["n"] == tiny_track.required_n and (folder / "activations.safetensors").exists()
 
 
 def test_unknown_generator_is_a_clear_error(plateau, tiny_track_dir, capsys):
@@ -42,7 +41,7 @@ def test_unknown_generator_is_a_clear_error(plateau, tiny_track_dir, capsys):
 
 def test_validate(plateau, submission, tiny_track, tiny_track_dir):
     out = plateau("validate", submission, "--track", tiny_track_dir)
-    assert out.startswith(f"valid: {required_n(tiny_track)} x 576; checks: ")
+    assert out.startswith(f"valid: {tiny_track.required_n} x 576; checks: ")
 
 
 def test_score_writes_a_report_not_a_record(

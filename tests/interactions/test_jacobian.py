@@ -9,6 +9,8 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from challenge.interactions.config import InteractionsConfig  # noqa: E402
+from challenge.interactions.data import cache_inputs, text_windows  # noqa: E402
 from challenge.interactions.dictionaries import new_dictionary  # noqa: E402
 from challenge.interactions.jacobian import (  # noqa: E402
     MLPWeights,
@@ -17,12 +19,7 @@ from challenge.interactions.jacobian import (  # noqa: E402
     interaction_stats,
     restrict,
 )
-from challenge.interactions.train import (  # noqa: E402
-    InteractionsConfig,
-    cache_inputs,
-    text_windows,
-    train_layer,
-)
+from challenge.interactions.trainer import train_layer  # noqa: E402
 
 LAYER = 6
 U32 = 2.0**-24  # float32 unit roundoff

@@ -11,19 +11,18 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from challenge.errors import ConfigError  # noqa: E402
-from challenge.interactions.train import (  # noqa: E402
+from challenge.interactions import (  # noqa: E402
     InteractionsConfig,
     InteractionsResult,
     load_pairs,
-    main,
+    run,
     text_windows,
 )
 from challenge.prompts import PromptSpec  # noqa: E402
 
 
-def _cfg(tmp_path, track_dir) -> InteractionsConfig:
+def _cfg() -> InteractionsConfig:
     return InteractionsConfig(
-        track=str(track_dir),
         layers=(2, 3),
         lambdas=(0.0, 0.5),
         n_latents=128,
@@ -35,13 +34,11 @@ def _cfg(tmp_path, track_dir) -> InteractionsConfig:
         epochs=1,
         jac_eval_tokens=64,
         threads=1,
-        out_dir=str(tmp_path / "run"),
-        progress=False,
     )
 
 
-def test_config_json_roundtrip(tmp_path):
-    cfg = _cfg(tmp_path, "some/track")
+def test_config_json_roundtrip():
+    cfg = _cfg()
     assert InteractionsConfig.from_json(cfg.to_json()) == cfg
     with pytest.raises(ConfigError, match="unknown fields"):
         InteractionsConfig.from_json('{"nope": 1}')
@@ -61,6 +58,9 @@ def test_config_json_roundtrip(tmp_path):
         ("lr", -1.0),
         ("jac_tokens", -1),
         ("thresholds", ()),
+        ("thresholds", (0.01, 0.0)),
+        ("layers", (1.5,)),
+        ("eval_ce", 1),
     ],
 )
 def test_config_refuses_bad_values(field, value):
@@ -78,8 +78,8 @@ def test_text_windows_refuse_unbounded_stream_and_too_many(smollm):
 
 def test_tiny_run_writes_results(tmp_path, tiny_track_dir, smollm):
     torch.set_num_threads(1)
-    cfg = _cfg(tmp_path, tiny_track_dir)
-    res = main(cfg)
+    cfg = _cfg()
+    res = run(cfg, str(tiny_track_dir), out_dir=tmp_path / "run", progress=False)
     out = tmp_path / "run" / "results.json"
     assert isinstance(res, InteractionsResult) and res.path == out and out.exists()
     disk = json.loads(out.read_text())
@@ -113,8 +113,14 @@ def test_tiny_run_writes_results(tmp_path, tiny_track_dir, smollm):
         load_pairs(tmp_path / "run", smollm.model, "lam0.5", model_name="gpt2")
 
 
+def test_the_config_holds_no_input_or_output():
+    """The track and the output folder are the run's arguments (the CLI's flags), not config."""
+    fields = set(InteractionsConfig.__dataclass_fields__)
+    assert not fields & {"track", "out_dir", "save_dicts", "progress"}
+
+
 def test_bad_layers_refused(tmp_path, tiny_track_dir):
-    cfg = _cfg(tmp_path, tiny_track_dir)
+    cfg = _cfg()
     cfg.layers = (99,)
     with pytest.raises(ConfigError, match="layers"):
-        main(cfg)
+        run(cfg, str(tiny_track_dir), out_dir=tmp_path / "run", progress=False)

@@ -33,8 +33,8 @@ def test_aligned_profile():
 
 
 def test_run(tiny_track, smollm, tmp_path):
-    cfg = BoundariesConfig(track=str(tiny_track.path), n_paths=3, n_steps=7, align=2, out=tmp_path)
-    res = run(cfg, env=make_env(tiny_track, smollm))
+    cfg = BoundariesConfig(n_paths=3, n_steps=7, align=2)
+    res = run(cfg, make_env(tiny_track, smollm), out=tmp_path)
     validate(json.loads(res.path.read_text()), "boundaries_result")
     assert res.path == tmp_path / "boundaries.json"
     for kind in ("real", "random"):

@@ -244,7 +244,6 @@ def test_run_writes_a_result_whose_headline_is_read_from_the_detail(tiny_track, 
         tiny_track.acts("public"), SAEConfig(n_latents=64, k=8, steps=20, batch=64), progress=False
     )
     cfg = FeatureFindingConfig(
-        track=str(tiny_track.path),
         sae=str(save_sae(sae, tmp_path / "sae")),
         n_base=3,
         n_jac=2,
@@ -257,10 +256,9 @@ def test_run_writes_a_result_whose_headline_is_read_from_the_detail(tiny_track, 
         metrics=("fisher",),
         objectives=("kl",),
         n_random=8,
-        out=tmp_path,
         progress=False,
     )
-    res = run(cfg, env=make_env(tiny_track, smollm))
+    res = run(cfg, make_env(tiny_track, smollm), out=tmp_path)
     name = f"{tiny_track.spec.track_id}_feature_finding"
     assert res.path == tmp_path / f"{name}.json" and res.kind == "feature_finding"
     for ext in ("npz", "png", "md"):

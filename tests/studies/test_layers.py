@@ -26,14 +26,12 @@ def test_crossings_on_known_curves():
 
 def test_run_selected_layers(tiny_track, smollm, tmp_path):
     cfg = LayersConfig(
-        track=str(tiny_track.path),
         n_pairs=3,
         n_steps=9,
         layers=(0, 12, 29),
         n_stats=64,
-        out=tmp_path,
     )
-    res = run(cfg, env=make_env(tiny_track, smollm))
+    res = run(cfg, make_env(tiny_track, smollm), out=tmp_path)
     validate(json.loads(res.path.read_text()), "layers_result")
     doc = res.detail
     assert [r["layer"] for r in doc["per_layer"]] == [0, 12, 29]

@@ -5,20 +5,22 @@ import json
 import numpy as np
 import pytest
 
+from challenge import bootstrap
 from challenge.errors import ConfigError
 from challenge.schemas import validate
 from challenge.studies import make_env
-from challenge.studies.sae_collapse import SAECollapseConfig, cluster_bootstrap, run
+from challenge.studies.sae_collapse import Interval, SAECollapseConfig, run
 
 
 def test_cluster_bootstrap_resamples_whole_clusters():
     groups = np.array([0, 0, 1, 1, 2, 2])
     x = np.array([1.0, 1.0, 5.0, 5.0, 9.0, 9.0])
-    iv = cluster_bootstrap(np.mean, groups, x, n_boot=200, seed=0)
+    iv = Interval.of(bootstrap.bootstrap(np.mean, x, groups=groups, n_boot=200, seed=0))
     assert iv.value == 5.0 and iv.n == 6
     # every resample is a mean of three cluster means drawn from {1, 5, 9}
     assert 1.0 <= iv.lo <= iv.value <= iv.hi <= 9.0
-    assert cluster_bootstrap(np.mean, np.array([]), np.array([])).value is None
+    empty = Interval.of(bootstrap.bootstrap(np.mean, np.array([]), groups=np.array([])))
+    assert empty.value is None and empty.n == 0
 
 
 def test_run_with_the_same_sae_in_both_slots(tiny_track, smollm, tmp_path):
@@ -29,10 +31,10 @@ def test_run_with_the_same_sae_in_both_slots(tiny_track, smollm, tmp_path):
     )
     d = save_sae(sae, tmp_path / "sae")
     cfg = SAECollapseConfig(
-        track=str(tiny_track.path), e2e_sae=str(d), sae=str(d), n_paths=4, path_steps=5,
-        n_contexts=6, n_near=1, n_far=1, pair_steps=3, n_boot=50, out=tmp_path,
+        e2e_sae=str(d), sae=str(d), n_paths=4, path_steps=5, n_contexts=6, n_near=1, n_far=1,
+        pair_steps=3, n_boot=50,
     )  # fmt: skip
-    res = run(cfg, env=make_env(tiny_track, smollm))
+    res = run(cfg, make_env(tiny_track, smollm), out=tmp_path)
     validate(json.loads(res.path.read_text()), "sae_collapse_result")
     arr = np.load(tmp_path / "sae_collapse.npz")
     for src in ("path", "real"):

@@ -27,7 +27,6 @@ def test_run_with_inline_sae(tiny_track, smollm, tmp_path):
     )
     sae_dir = save_sae(sae, tmp_path / "sae")
     cfg = SAEPlateausConfig(
-        track=str(tiny_track.path),
         sae=str(sae_dir),
         e2e_sae=str(sae_dir),  # the end-to-end slot takes any SAELens-format directory
         n_recon=3,
@@ -38,9 +37,8 @@ def test_run_with_inline_sae(tiny_track, smollm, tmp_path):
         n_dirs=2,
         ray_steps=6,
         n_p3=2,
-        out=tmp_path,
     )
-    res = run(cfg, env=make_env(tiny_track, smollm))
+    res = run(cfg, make_env(tiny_track, smollm), out=tmp_path)
     validate(json.loads(res.path.read_text()), "sae_plateaus_result")
     doc = res.detail
     a = doc["A_reconstruction_step"]

@@ -19,13 +19,11 @@ def test_steering_vector_is_difference_of_means():
 
 def test_run_zero_coefficient_is_no_change(tiny_track, smollm, tmp_path):
     cfg = SteeringConfig(
-        track=str(tiny_track.path),
         contrasts=("person_adjective:sentiment:negative:positive",),
         n_bases=4,
         n_steps=5,
-        out=tmp_path,
     )
-    res = run(cfg, env=make_env(tiny_track, smollm))
+    res = run(cfg, make_env(tiny_track, smollm), out=tmp_path)
     validate(json.loads(res.path.read_text()), "steering_result")
     con = res.detail["contrasts"][0]
     arr = np.load(tmp_path / "steering.npz")

@@ -7,23 +7,25 @@ holding only an ``activations`` tensor; dtype float32; shape [N, d_model] with t
 d_model; finite; every row's norm inside the band [q0.1% / 3, q99.9% x 3] of the public real
 norms; no duplicate rows; the per-row copy check (``challenge.copycheck``) against every real
 row of the track (public, held-out, context, and a private test split when present) and among
-the submitted rows.
+the submitted rows. The copy check runs unless the caller names why it is skipped
+(``skip_copy_check``: only the organiser's reference lines, which are real rows and never ranked).
+
+:func:`validate_submission` reads the folder once and returns the validated metadata and
+activations (:class:`ValidatedSubmission`): scoring uses those, never the files again.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from jaxtyping import Float
 
-from challenge import copycheck
 from challenge.errors import SubmissionError
+from challenge.scoring import copycheck
 from challenge.submission import (
     ACTS_FILE,
     ACTS_KEY,
@@ -35,32 +37,16 @@ from challenge.submission import (
     parse_json,
     read_regular,
 )
+from challenge.track import TrackLike
 
 NORM_BAND = (1 / 3, 3.0)  # times the public 0.1 % and 99.9 % norm quantiles
 _CALIBRATIONS: dict[str, copycheck.Calibration] = {}
-_SKIP_COPY_CHECK: ContextVar[str | None] = ContextVar("skip_copy_check", default=None)
-
-
-@contextmanager
-def copy_check_skipped(reason: str) -> Iterator[None]:
-    """Within the block, validation skips the copy check and records ``reason``: only for the
-    organiser's own reference lines (the held-out oracle *is* real rows; they are never
-    ranked), never for a participant's submission."""
-    token = _SKIP_COPY_CHECK.set(reason)
-    try:
-        yield
-    finally:
-        _SKIP_COPY_CHECK.reset(token)
-
-
-def required_n(track: Any) -> int:
-    """Submissions carry as many activations as the scorer's reference half of the held-out
-    split holds (``scorer.n_slots``): one per slot, every row scored."""
-    return int(track.meta["sizes"]["heldout"]) // 2
 
 
 @dataclass
 class ValidationReport:
+    """Which checks a submission passed, and the copy check's statistics."""
+
     n: int
     d_model: int
     checks: list[str] = field(default_factory=list)
@@ -68,8 +54,27 @@ class ValidationReport:
     name: str = ""
     """the submission's (validated) name"""
 
+    def as_record(self) -> dict[str, Any]:
+        """What a record keeps of it (``ScoreReport.validation``): the checks and statistics."""
+        return {"checks": self.checks, **self.stats}
 
-def _meta(folder: Path, track: Any) -> dict[str, Any]:
+
+@dataclass
+class ValidatedSubmission:
+    """A submission folder read and validated once: what scoring uses."""
+
+    meta: dict[str, Any]
+    """the validated ``submission.json``"""
+    acts: Float[torch.Tensor, "n d"]
+    """the validated activations"""
+    report: ValidationReport
+
+    @property
+    def name(self) -> str:
+        return self.report.name
+
+
+def _meta(folder: Path, track: TrackLike) -> dict[str, Any]:
     path = str(folder / META_FILE)
     meta = check_meta(parse_json(read_regular(path, MAX_META_BYTES, "metadata file"), path), path)
     if meta["track_id"] != track.spec.track_id:
@@ -87,10 +92,10 @@ def _meta(folder: Path, track: Any) -> dict[str, Any]:
     return meta
 
 
-def _acts(folder: Path, track: Any) -> torch.Tensor:
+def _acts(folder: Path, track: TrackLike) -> torch.Tensor:
     path = str(folder / ACTS_FILE)
     # up to 8 bytes per value, so that a float64 file of the right shape gets the dtype message
-    limit = 8 * required_n(track) * track.d_model + HEADER_BYTES
+    limit = 8 * track.required_n * track.d_model + HEADER_BYTES
     return load_acts(read_regular(path, limit, "activations file"), path)
 
 
@@ -99,12 +104,12 @@ def nearest_distances(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return copycheck.nearest_distances(x, ref).float()
 
 
-def real_rows(track: Any) -> torch.Tensor:
+def real_rows(track: TrackLike) -> torch.Tensor:
     """Every real row the track holds (public, held-out, context, a private test split...)."""
     return torch.cat([track.acts(s) for s in sorted(track.splits)])
 
 
-def copy_calibration(track: Any) -> copycheck.Calibration:
+def copy_calibration(track: TrackLike) -> copycheck.Calibration:
     """The copy check's calibration on the track's real rows (cached by their content)."""
     real = real_rows(track)
     key = hashlib.sha256(real.numpy().tobytes()).hexdigest()
@@ -115,8 +120,13 @@ def copy_calibration(track: Any) -> copycheck.Calibration:
     return _CALIBRATIONS[key]
 
 
-def validate_submission(folder: str | Path, track: Any) -> ValidationReport:
-    """Raise ``SubmissionError`` on the first failed check; return a report otherwise."""
+def validate_submission(
+    folder: str | Path, track: TrackLike, *, skip_copy_check: str | None = None
+) -> ValidatedSubmission:
+    """Read and validate ``folder`` once: raise ``SubmissionError`` (file, field, problem) on
+    the first failed check; return the validated metadata, activations and report otherwise.
+    ``skip_copy_check``: why the copy check is not run (recorded in the checks); only for the
+    organiser's reference lines."""
     folder = Path(folder)
     if not folder.is_dir():
         raise SubmissionError("submission folder does not exist", file=str(folder))
@@ -139,9 +149,9 @@ def validate_submission(folder: str | Path, track: Any) -> ValidationReport:
         raise SubmissionError(
             f"d_model is {d}, the track's is {track.d_model}", file=path, field=ACTS_KEY
         )
-    if n != required_n(track):
+    if n != track.required_n:
         raise SubmissionError(
-            f"N is {n}, the track needs {required_n(track)}", file=path, field=ACTS_KEY
+            f"N is {n}, the track needs {track.required_n}", file=path, field=ACTS_KEY
         )
     if not torch.isfinite(acts).all():
         bad = int((~torch.isfinite(acts)).any(dim=1).sum())
@@ -164,7 +174,7 @@ def validate_submission(folder: str | Path, track: Any) -> ValidationReport:
         raise SubmissionError(f"{n - len(uniq)} duplicate rows", file=path, field=ACTS_KEY)
     rep.checks += ["norm band", "no duplicates"]
     stats: dict[str, float] = {}
-    if (skip := _SKIP_COPY_CHECK.get()) is None:
+    if skip_copy_check is None:
         cal = copy_calibration(track)
         found, stats = copycheck.copy_findings(acts, real_rows(track), cal)
         for f in found:
@@ -172,7 +182,7 @@ def validate_submission(folder: str | Path, track: Any) -> ValidationReport:
                 raise SubmissionError(f.message(n), file=path, field=ACTS_KEY)
         rep.checks.append("copy check")
     else:
-        rep.checks.append(f"copy check skipped: {skip}")
+        rep.checks.append(f"copy check skipped: {skip_copy_check}")
     rep.n, rep.d_model, rep.name = n, d, meta["name"]
     rep.stats = {"norm_band_low": lo, "norm_band_high": hi, **stats}
-    return rep
+    return ValidatedSubmission(meta=meta, acts=acts, report=rep)

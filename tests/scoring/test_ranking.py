@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from challenge.ranking import paired_interval, rank
+from challenge.scoring.ranking import paired_interval, rank
 
 
 def test_resolved_and_tied_neighbours():

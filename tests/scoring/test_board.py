@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from challenge.errors import ChallengeError
-from challenge.leaderboard import COLUMNS, load_entries, render, render_html, render_markdown
+from challenge.scoring.board import COLUMNS, load_entries, render, render_html, render_markdown
 
-BOARD = Path(__file__).resolve().parents[1] / "leaderboard" / "smollm2-135m-l1"
+BOARD = Path(__file__).resolve().parents[2] / "leaderboard" / "smollm2-135m-l1"
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = [
@@ -290,7 +290,8 @@ def test_plateau_curves_are_drawn_from_the_records_radius_features(board, tmp_pa
     """The board's curve panel (``plateaus.png``, linked from README and HTML) exists only when
     records carry the radius probe's features, and each curve is the share of points whose
     radius exceeds r: 1 below the smallest radius, 0 above the largest, never rising."""
-    from challenge.leaderboard import RADIUS, _radii
+    from challenge.scoring import load_report
+    from challenge.scoring.board import RADIUS, _radii
 
     assert not (board / "plateaus.png").exists()  # bootstrap-only records: no curves
     assert "plateaus.png" not in (board / "README.md").read_text()
@@ -303,9 +304,9 @@ def test_plateau_curves_are_drawn_from_the_records_radius_features(board, tmp_pa
     assert (d / "plateaus.png").read_bytes()[:4] == b"\x89PNG"
     assert "![plateau radius curves](plateaus.png)" in (d / "README.md").read_text()
     assert '<img src="./plateaus.png"' in (d / "index.html").read_text()
-    sub, ref = _radii(d / "gaussian.json")
-    with np.load(d / "gaussian.npz") as z:
-        want = z[f"submission/{RADIUS}"].astype(np.float64)
+    rep = load_report(d / "gaussian.json")
+    sub, ref = _radii(rep)
+    want = rep.data.submission[RADIUS].astype(np.float64)
     # exp then log in float64: a few ulp of the largest |log r|
     tol = 4 * np.finfo(np.float64).eps * max(1.0, np.abs(want).max())
     np.testing.assert_allclose(np.log(sub), want, rtol=0, atol=tol)

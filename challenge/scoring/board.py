@@ -38,11 +38,12 @@ from pathlib import Path
 import numpy as np
 
 from challenge.errors import ChallengeError
-from challenge.ranking import rank
-from challenge.scorer import SCHEMA_ID, ScoreReport
+from challenge.scoring.config import BOARD_ROOT, SCHEMA_ID
+from challenge.scoring.ranking import rank
+from challenge.scoring.report import ScoreReport
 from challenge.submission import NAME_PATTERN
 
-ROOT = Path("leaderboard")
+ROOT = BOARD_ROOT
 SCORE_TEXT = (
     "Score = clip(2 (1 - AUC), 0, 1), the AUC averaged over five cross-fittings of a classifier "
     "telling the entry's plateau "
@@ -125,6 +126,7 @@ def load_records(track_id: str, root: Path = ROOT) -> dict[Path, ScoreReport]:
             continue
         try:
             reps[p] = ScoreReport.from_json(doc)
+            reps[p].path = p
         except (KeyError, TypeError, ChallengeError) as e:
             raise ChallengeError(f"not a valid score report: {e}", file=str(p)) from None
         name = reps[p].submission.get("name") if isinstance(reps[p].submission, dict) else None
@@ -166,28 +168,30 @@ def _text(v) -> str:
     return "" if v is None else str(v)
 
 
-def _bootstrap(path: Path) -> np.ndarray:
-    """An entry's bootstrap scores (``bootstrap/score`` of its ``.npz``)."""
-    npz = path.with_suffix(".npz")
-    try:
-        with np.load(npz) as z:
-            return z["bootstrap/score"]
-    except (OSError, KeyError, ValueError) as e:
-        raise ChallengeError(f"bootstrap scores unreadable: {e}", file=str(npz)) from None
+def _bootstrap(rep: ScoreReport) -> np.ndarray:
+    """An entry's bootstrap scores (its record's arrays, ``ScoreArrays.bootstrap``)."""
+    boot = rep.load_arrays().bootstrap
+    if boot is None:
+        raise ChallengeError("no bootstrap scores stored", file=str(rep.path))
+    return boot
 
 
 def load_entries(track_id: str, root: Path = ROOT) -> list[dict]:
     """The board's rows, grouped by section (``SECTIONS`` order), each sorted by score; synthetic
-    entries are ranked by paired bootstrap differences (``challenge.ranking``: an entry not
+    entries are ranked by paired bootstrap differences (``challenge.scoring.ranking``: an entry not
     resolved from the one above shares its rank, ``tie`` says by how much); ``rank`` is
     ``None`` outside the synthetic section. See :func:`load_records`."""
-    recs = load_records(track_id, root)
+    return entries_of(load_records(track_id, root))
+
+
+def entries_of(recs: dict[Path, ScoreReport]) -> list[dict]:
+    """The board's rows (:func:`load_entries`) of records already loaded."""
     rows = []
     for key in SECTIONS:
         members = {
             rep.submission["name"]: (p, rep) for p, rep in recs.items() if category(rep)[0] == key
         }
-        ranked = rank({n: (rep.headline.score, _bootstrap(p)) for n, (p, rep) in members.items()})
+        ranked = rank({n: (rep.headline.score, _bootstrap(rep)) for n, (_, rep) in members.items()})
         for r in ranked:
             rep = members[r.name][1]
             sub, h = rep.submission, rep.headline
@@ -293,27 +297,25 @@ RADIUS = "radius.mean_log"
 random directions, in units of the track's median write norm (``challenge.probes``)."""
 
 
-def _radii(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+def _radii(rep: ScoreReport) -> tuple[np.ndarray, np.ndarray] | None:
     """Plateau radii (``exp`` of :data:`RADIUS`) of an entry's points and of the reference
     points, or ``None`` when its record was probed without the radius probe."""
-    npz = path.with_suffix(".npz")
-    try:
-        with np.load(npz) as z:
-            if f"submission/{RADIUS}" not in z.files:
-                return None
-            sub, ref = z[f"submission/{RADIUS}"], z[f"reference/{RADIUS}"]
-    except (OSError, KeyError, ValueError) as e:
-        raise ChallengeError(f"radius features unreadable: {e}", file=str(npz)) from None
+    data = rep.load_arrays() if not rep.arrays else rep.data
+    if RADIUS not in data.submission or RADIUS not in data.reference:
+        return None
+    sub, ref = data.submission[RADIUS], data.reference[RADIUS]
     return np.exp(sub[np.isfinite(sub)]), np.exp(ref[np.isfinite(ref)])
 
 
-def plot_plateau_curves(track_id: str, rows: list[dict], folder: Path, path: Path) -> Path | None:
+def plot_plateau_curves(
+    track_id: str, rows: list[dict], reports: dict[str, ScoreReport], path: Path
+) -> Path | None:
     """One panel per entry (board order): the share of points whose plateau radius exceeds
     ``r`` (the distance along a random direction at which KL first reaches the probe's
     threshold; geometric mean over the directions), for the entry and for the held-out real
     reference in the same slots. ``None`` (nothing written) when no record has radius
     features."""
-    curves = {r["name"]: _radii(folder / f"{r['name']}.json") for r in rows}
+    curves = {r["name"]: _radii(reports[r["name"]]) for r in rows}
     named = [r for r in rows if curves[r["name"]] is not None]
     if not named:
         return None
@@ -483,12 +485,16 @@ if (m) sortBy(m[1]);
 
 
 def render(track_id: str, root: Path = ROOT) -> list[dict]:
-    rows = load_entries(track_id, root)
+    """Write ``<root>/<track id>/`` README.md, index.html, scores.png and plateaus.png from the
+    board's records; returns its rows."""
+    recs = load_records(track_id, root)
+    rows = entries_of(recs)
+    reports = {rep.submission["name"]: rep for rep in recs.values()}
     d = root / track_id
     d.mkdir(parents=True, exist_ok=True)
     if rows:
         plot_scores(track_id, rows, d / "scores.png")
-        if plot_plateau_curves(track_id, rows, d, d / "plateaus.png") is not None:
+        if plot_plateau_curves(track_id, rows, reports, d / "plateaus.png") is not None:
             for r in rows:
                 r["curves"] = "plateaus.png"
     (d / "README.md").write_text(render_markdown(track_id, rows))

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from challenge import copycheck
-from challenge.validate import copy_calibration, real_rows
+from challenge.scoring import copycheck
+from challenge.scoring.validation import copy_calibration, real_rows
 
 
 @pytest.fixture(scope="module")

@@ -14,29 +14,27 @@ from baselines.generators import Gaussian
 from challenge import rng
 from challenge.directions import ActivationStats, gaussian_like
 from challenge.errors import ConfigError
+from challenge.metrics import auc
 from challenge.probes import ProbeConfig
-from challenge.scorer import (
+from challenge.scoring import (
     SCORER_VERSION,
     ClassifierConfig,
+    ScoreArrays,
     ScoreConfig,
     ScoreReport,
-    auc,
-    bootstrap_slots,
-    compare,
-    features_cache_path,
-    fold_of_slots,
-    make_slots,
-    n_slots,
-    oracle_rows,
-    out_of_fold_scores,
-    reference_rows,
     rescore,
-    score_of_auc,
+    score_folder,
     score_points,
-    score_submission,
-    stored_features,
     validate_report,
 )
+from challenge.scoring.classifier import (
+    bootstrap_slots,
+    compare,
+    fold_of_slots,
+    out_of_fold_scores,
+    score_of_auc,
+)
+from challenge.scoring.probing import features_cache_path, make_slots
 from challenge.submission import generate
 
 # Light probes for the 64-slot tiny track: 4 directions, 6 bisection rounds, 11-point P2 paths.
@@ -45,7 +43,7 @@ CFG = ScoreConfig(
     contexts_per_row=1,
     n_boot=200,
 )
-BOARD = Path(__file__).resolve().parents[1] / "leaderboard" / "smollm2-135m-l1"
+BOARD = Path(__file__).resolve().parents[2] / "leaderboard" / "smollm2-135m-l1"
 LAYOUT = [
     "schema",
     "scorer_version",
@@ -68,7 +66,7 @@ FEATURES = [
 @pytest.fixture(scope="module")
 def contamination(smollm, tiny_track):
     """Scores of the oracle's real rows with 0, 50 and 100 % of them replaced by N(mu, Sigma)."""
-    real = tiny_track.acts("heldout")[oracle_rows(tiny_track)]
+    real = tiny_track.acts("heldout")[tiny_track.oracle_rows()]
     g = gaussian_like(
         ActivationStats.fit(tiny_track.acts("public")), len(real), torch.Generator().manual_seed(5)
     )
@@ -80,13 +78,13 @@ def contamination(smollm, tiny_track):
 
 
 def test_reference_and_oracle_halves_are_disjoint(tiny_track):
-    ref, orc = reference_rows(tiny_track), oracle_rows(tiny_track)
+    ref, orc = tiny_track.reference_rows(), tiny_track.oracle_rows()
     n = len(tiny_track.acts("heldout"))
-    assert len(ref) == n_slots(tiny_track) == n // 2 and len(orc) == n - n // 2
+    assert len(ref) == tiny_track.required_n == n // 2 and len(orc) == n - n // 2
     assert set(ref.tolist()).isdisjoint(orc.tolist())
     assert sorted(ref.tolist() + orc.tolist()) == list(range(n))
     # fixed per track: the run seed does not move the reference half
-    assert torch.equal(reference_rows(tiny_track), ref)
+    assert torch.equal(tiny_track.reference_rows(), ref)
 
 
 def test_headline_is_bounded_and_is_the_auc_transform(contamination):
@@ -109,7 +107,7 @@ def test_contamination_lowers_the_score_in_order(contamination):
 
 
 def test_rescoring_is_deterministic(contamination, smollm, tiny_track):
-    pts = tiny_track.acts("heldout")[oracle_rows(tiny_track)]
+    pts = tiny_track.acts("heldout")[tiny_track.oracle_rows()]
     again = score_points(tiny_track, smollm, pts, CFG, progress=False, cache=False)
     assert json.dumps(again.to_json()["headline"]) == json.dumps(
         contamination[0].to_json()["headline"]
@@ -120,7 +118,7 @@ def test_rescoring_is_deterministic(contamination, smollm, tiny_track):
 
 
 def _features(arrays: dict, who: str) -> dict:
-    return stored_features(arrays, who)
+    return getattr(ScoreArrays.of(arrays), who)
 
 
 def _matrix(arrays: dict, who: str) -> np.ndarray:
@@ -225,7 +223,7 @@ def test_more_contexts_per_row_add_slots_around_the_same_rows(smollm, tiny_track
     assert not torch.equal(s2.dirs[n:], s2.dirs[:n])
     assert not torch.equal(s2.tokens[n:], s2.tokens[:n])
 
-    pts = tiny_track.acts("heldout")[oracle_rows(tiny_track)]
+    pts = tiny_track.acts("heldout")[tiny_track.oracle_rows()]
     rows = pts[rng.subset(len(pts), n, one.seed, "scorer.rows")]
     p0, p1 = (features_cache_path(tiny_track, two, n, r, rows) for r in (0, 1))
     assert p0 == features_cache_path(tiny_track, one, n, 0, rows) != p1
@@ -272,7 +270,7 @@ def written(smollm, tiny_track, tmp_path_factory):
     root, out = tmp_path_factory.mktemp("subs"), tmp_path_factory.mktemp("board")
     quick = CFG.quick()
     path = generate(Gaussian(), tiny_track, smollm, seed=0, out_root=root)
-    return score_submission(path, tiny_track, smollm, quick, out=out), out
+    return score_folder(path, tiny_track, smollm, quick, out=out), out
 
 
 def test_report_schema_and_files(written, tiny_track):
@@ -292,7 +290,7 @@ def test_report_schema_and_files(written, tiny_track):
 
 def test_every_row_is_scored_by_default(contamination, tiny_track):
     rows = contamination[0].arrays["rows"]
-    assert sorted(rows.tolist()) == list(range(n_slots(tiny_track)))
+    assert sorted(rows.tolist()) == list(range(tiny_track.required_n))
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,8 @@ from safetensors.torch import save_file
 
 from baselines.generators import Gaussian
 from challenge.errors import SubmissionError
+from challenge.scoring import validate_submission
 from challenge.submission import ACTS_FILE, META_FILE, generate, read_submission, write_submission
-from challenge.validate import required_n, validate_submission
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +32,9 @@ def _variant(good, tmp_path, acts=None, **meta_changes):
 
 
 def test_good_submission_passes(good, tiny_track):
-    rep = validate_submission(good, tiny_track)
-    assert rep.n == required_n(tiny_track) and rep.d_model == 576
+    sub = validate_submission(good, tiny_track)
+    rep = sub.report
+    assert rep.n == tiny_track.required_n and rep.d_model == 576
     assert "copy check" in rep.checks and rep.name == "gaussian"
 
 
@@ -62,7 +63,7 @@ def test_bad_activations_are_refused(good, tiny_track, tmp_path, change, match):
 
 def test_memorised_public_activations_are_refused(good, tiny_track, tmp_path):
     pub = tiny_track.acts("public")
-    n = required_n(tiny_track)
+    n = tiny_track.required_n
     bad = _variant(good, tmp_path, acts=pub[:n].clone() + 1e-3 * torch.randn(n, 576))
     with pytest.raises(SubmissionError, match=f"copy check: {n} of {n} rows lie closer to a real"):
         validate_submission(bad, tiny_track)
@@ -102,15 +103,15 @@ def test_not_safetensors_and_missing_files(good, tiny_track, tmp_path):
 
 
 def test_invalid_submission_records_nothing(good, smollm, tiny_track, tmp_path):
-    from challenge.scorer import ScoreConfig, score_submission
+    from challenge.scoring import ScoreConfig, score_folder
 
     _, a = read_submission(good)
     bad = _variant(good, tmp_path, acts=a * 100)
     board = tmp_path / "board"
     with pytest.raises(SubmissionError):
-        score_submission(bad, tiny_track, smollm, ScoreConfig().quick(), out=board)
+        score_folder(bad, tiny_track, smollm, ScoreConfig().quick(), out=board)
     assert not board.exists()
-    assert json.loads((good / META_FILE).read_text())["n"] == required_n(tiny_track)
+    assert json.loads((good / META_FILE).read_text())["n"] == tiny_track.required_n
 
 
 # ------------------------------------------------------------------ names, files and records
