@@ -19,6 +19,7 @@ from typing import Any
 from challenge.access import generator_access
 from challenge.distributed import DistributedConfig, resumable
 from challenge.errors import ChallengeError, ConfigError
+from challenge.progress import duration, entry_line
 from challenge.results import Result, TrackRef, provenance
 from challenge.sae import SAEConfig
 from challenge.scoring import BOARD_ROOT, ScoreConfig, record
@@ -87,7 +88,10 @@ def run_main(
     ``distributed``: every entry's probes run on those workers
     (``challenge.distributed_engine``; the same records); an interrupted job rerun with the same
     config reads back the engine chunks it had finished, for every entry, until the whole job
-    completes."""
+    completes.
+
+    Logs (``main``) a line as each entry starts and finishes: entry i of n, the time elapsed and
+    the time left estimated from the entries done so far (``challenge.progress``)."""
     from challenge.models import load_model
 
     cfg = cfg or MainConfig()
@@ -105,9 +109,11 @@ def run_main(
 
         track_sae(track, lm=lm)  # the organiser's SAE, ready-made for the generators
     entries: dict[str, MainEntry] = {}
+    done: list[float] = []  # seconds of each finished entry: the progress line's time left
     with resumable(distributed, "main", track.manifest_sha256 or "unknown", cfg, names):
-        for name in names:
+        for i, name in enumerate(names, 1):
             t1 = time.perf_counter()
+            log.info(entry_line(i, len(names), name, "starting", t1 - t0, done))
             try:  # the board is rendered once, after every entry is scored: until then it may
                 # mix records of this run with older ones, which it refuses to rank together
                 gen = made[name]
@@ -130,8 +136,11 @@ def run_main(
             except ChallengeError as e:
                 entry = MainEntry(refused=str(e))
                 log.warning(f"{name} refused: {e}")
-            entry.seconds = round(time.perf_counter() - t1, 1)
-            log.info(f"{name}: {entry.seconds:.0f} s")
+            t2 = time.perf_counter()
+            entry.seconds = round(t2 - t1, 1)
+            done.append(t2 - t1)
+            event = f"{'refused after' if entry.refused else 'scored in'} {duration(t2 - t1)}"
+            log.info(entry_line(i, len(names), name, event, t2 - t0, done))
             entries[name] = entry
     rows = render(track.spec.track_id, cfg.board)
     index = Path(cfg.board) / track.spec.track_id / "index.html"

@@ -7,7 +7,11 @@ and runs the perturbation engine around it:
 - ``radius``: the distance from ``v`` along ``k`` random isotropic unit directions at which
   KL(p(v) || p(v + r u)) first reaches ``radius_kl``, found by bisection in ``log r`` on
   ``[r_min, r_max]`` (``bisect_steps`` rounds, each one engine call with the ``k`` trial points
-  of every point as one path); features: mean, min and max of ``log r`` over the directions.
+  of every point as one path; the board's method) or, with ``RadiusSearch(method="illinois")``, by
+  Illinois regula falsi on ``log KL - log radius_kl`` in ``log r`` (:func:`radius_illinois`);
+  features: mean, min and max of ``log r`` over the directions. Both report the geometric
+  midpoint of a final bracket ``[lo, hi]`` with KL(lo) < ``radius_kl`` <= KL(hi) (``r_min``
+  and ``r_max`` taken as below and above without being evaluated).
 - ``ap``: the published plateau length (AP, ``experiment_plateaus.ipynb``): from ``v`` toward a
   fresh N(mu, Sigma) sample in fixed steps, the first step whose read-out distance reaches the
   plateau distance (``metrics.plateau_length_published``, cut at the target step). The path is
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -40,6 +45,7 @@ from challenge.paths import linear_path
 from challenge.schemas import JSON_CONFIG
 
 PROBES = ("radius", "ap", "p1", "p2")
+RADIUS_METHODS = ("bisect", "illinois")
 
 
 @dataclass
@@ -89,6 +95,41 @@ class ProbeConfig:
             checks.number(self.r_max, "r_max", minimum=self.r_min * (1 + 1e-9))
 
 
+@dataclass
+class RadiusSearch:
+    """How the radius probe finds its root. Kept apart from :class:`ProbeConfig`, whose fields
+    are part of every record and of the board's identity: the board is probed by bisection, and
+    its records keep their layout until a board is re-made with another search (challenge v3
+    then moves this into the scorer's config with a version bump)."""
+
+    __pydantic_config__ = JSON_CONFIG
+
+    method: Literal["bisect", "illinois"] = "bisect"
+    """``bisect``: ``ProbeConfig.bisect_steps`` rounds (the board's); ``illinois``: regula falsi
+    in log-log with the Illinois modification, each direction stopping once its bracket is at
+    most ``tol`` wide (:func:`radius_illinois`)."""
+    tol: float | None = None
+    """(``illinois``) bracket width in log r that stops a direction. ``None``: the final width of
+    ``bisect_steps``-round bisection, ``log(r_max / r_min) / 2^bisect_steps`` (the same
+    precision; 0.0391 on the board's config)."""
+    max_iter: int = 30
+    """(``illinois``) engine calls at most (a direction still wider than the tolerance then
+    reports its bracket's midpoint). Every bracket at least halves within four calls
+    (``HALVING_CALLS + 1``), so ``4 log2(log(r_max / r_min) / tol)`` calls always suffice (28 on
+    the board's config; 5-6 calls finish most directions)."""
+
+    def __post_init__(self) -> None:
+        checks.choice(self.method, RADIUS_METHODS, "method")
+        checks.number(self.tol, "tol", positive=True, optional=True)
+        checks.integer(self.max_iter, "max_iter", minimum=1)
+
+    def log_tol(self, probes: ProbeConfig) -> float:
+        """The ``illinois`` stopping width in log r (``tol`` or its default for ``probes``)."""
+        if self.tol is not None:
+            return self.tol
+        return math.log(probes.r_max / probes.r_min) / 2**probes.bisect_steps
+
+
 def unit_directions(n: int, k: int, d: int, g: torch.Generator) -> Float[Tensor, "n k d"]:
     """``n x k`` isotropic unit vectors."""
     u = torch.randn(n, k, d, generator=g)
@@ -120,6 +161,194 @@ def radius(
         hi = torch.where(above, mid, hi)
         lo = torch.where(above, lo, mid)
     return ((lo + hi) / 2).exp().numpy()
+
+
+SLOPE_PRIOR = 2.0
+"""``d log KL / d log r`` of a smooth KL near ``r = 0`` (KL ~ r^2): the slope of a step from a
+bracket with one evaluated end and no earlier point on that side."""
+SLOPE_RANGE = (0.5, 10.0)
+"""Bounds of a one-sided secant slope (a flat or steep stretch would send the step far off)."""
+SPREAD = 0.45
+"""Extra trial points of a direction (the slots a path has beyond its point's active directions)
+sit at ``+-SPREAD``, ``+-3 SPREAD``, ``+-9 SPREAD``, ... tolerances around its estimate: a pair that
+straddles the root closes the bracket to ``2 SPREAD = 0.9`` tolerances in one call."""
+
+HALVING_CALLS = 3
+"""A bracket that the last ``HALVING_CALLS`` calls did not halve together is bisected (every
+bracket halves at least once in ``HALVING_CALLS + 1`` calls)."""
+
+REFORM = 0.5
+"""The call is re-formed on the points that still have an active direction once they are at
+most this share of it (the engine then recomputes their prompts' prefix caches: ``T - 1``
+positions through the tail's blocks each, about as much as ``T - 1`` rows)."""
+
+
+@dataclass
+class RadiusBracket:
+    """What :func:`radius_illinois` ends with: per direction the bracket ``[lo, hi]`` in log r
+    (KL(e^lo) < ``kl`` <= KL(e^hi), the search interval's ends taken as below / above without
+    being evaluated) and the engine calls made."""
+
+    lo: Float[np.ndarray, "n k"]
+    hi: Float[np.ndarray, "n k"]
+    calls: int
+
+    @property
+    def radius(self) -> Float[np.ndarray, "n k"]:
+        """The brackets' geometric midpoints: the quantity :func:`radius` reports."""
+        return np.exp((self.lo + self.hi) / 2)
+
+
+def radius_illinois(
+    engine: PerturbationEngine,
+    tokens: Int[Tensor, "n pos"],
+    points: Float[Tensor, "n d"],
+    dirs: Float[Tensor, "n k d"],
+    r_min: float,
+    r_max: float,
+    kl: float,
+    tol: float,
+    max_iter: int = 30,
+) -> RadiusBracket:
+    """The radius of :func:`radius` by a bracketing root-finder on
+    ``f(x) = log KL(p(v) || p(v + e^x u)) - log kl`` in ``x = log r`` (KL ~ r^2 near 0, so ``f``
+    is close to linear in ``x`` and a secant step is nearly exact where it is quadratic).
+
+    Every direction starts from ``[log r_min, log r_max]`` with both ends unevaluated (taken as
+    below / above, as bisection takes them) and each engine call evaluates, per direction still
+    wider than ``tol``, a proposal inside its bracket:
+
+    - both ends evaluated: regula falsi, with the Illinois modification (an end kept twice in a
+      row has its ``f`` halved for the next interpolation);
+    - one end evaluated: a secant step from it with the slope of its side's last two points
+      (``SLOPE_PRIOR`` = 2 before there are two, clipped to ``SLOPE_RANGE``);
+    - neither: the bracket's midpoint;
+    - a bracket that the last ``HALVING_CALLS`` (3) calls did not halve together is bisected, so
+      every bracket halves within four calls (``max_iter`` bounds the calls).
+
+    Proposals stay at least ``tol / 2`` inside the bracket (half the width when narrower): once
+    the estimate is within ``tol / 2`` of the root the next point lands on its other side and
+    closes the bracket. The new bracket is the smallest evaluated point at or above ``kl`` and
+    the largest point below it (a NaN KL counts as below, as in bisection); a direction stops
+    once its bracket is at most ``tol`` wide; the reported radius is the bracket's geometric
+    midpoint (``RadiusBracket.radius``), as bisection reports, and ``r_max e^(-w/2)`` for a
+    direction below ``kl`` at every evaluated radius.
+
+    Engine calls: one per iteration, each path ``[v, trial points]`` of one point, ``S`` trial
+    slots = the most directions any point of the call still has active; a point with fewer
+    active directions gives its spare slots to them (``SPREAD`` offsets around the estimate, or
+    an equal split of the bracket when bisecting), finished points' slots hold ``v`` itself.
+    Calls run on all points, chunked as bisection chunks them (the engine's memoised prefix
+    caches are reused) until at most half of them still have an active direction; the call is
+    then re-formed on those points (their prompts' prefixes are recomputed once per
+    re-forming)."""
+    n, k, _ = dirs.shape
+    shape = (n, k)
+    a = np.full(shape, math.log(r_min))
+    b = np.full(shape, math.log(r_max))
+    fa, fb = np.full(shape, np.nan), np.full(shape, np.nan)  # f at the ends, Illinois-scaled
+    ta, tb = np.full(shape, np.nan), np.full(shape, np.nan)  # f at the ends as evaluated
+    pa, pfa = np.full(shape, np.nan), np.full(shape, np.nan)  # the lower end before, and its f
+    pb, pfb = np.full(shape, np.nan), np.full(shape, np.nan)
+    side = np.zeros(shape, dtype=np.int8)  # the end that moved alone last call: -1 lo, +1 hi
+    widths: list[np.ndarray] = []
+    batch = np.arange(n)
+    per = max(1, engine.cfg.max_rows // (k + 1))  # paths per forward chunk, as bisection's
+    spread = SPREAD * tol * np.array([sg * 3.0**e for e in range(k) for sg in (-1, 1)])
+    calls = 0
+    for it in range(max_iter):
+        w = b - a
+        act = w > tol * (1 + 1e-9)
+        if not act.any():
+            break
+        live = act.any(axis=1)
+        if live[batch].sum() <= REFORM * len(batch):
+            batch = np.flatnonzero(live)
+        # proposals
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rf = b - fb * (b - a) / (fb - fa)
+            sa = np.clip(
+                np.where(np.isfinite(pfa), (ta - pfa) / (a - pa), SLOPE_PRIOR), *SLOPE_RANGE
+            )
+            sb = np.clip(
+                np.where(np.isfinite(pfb), (tb - pfb) / (b - pb), SLOPE_PRIOR), *SLOPE_RANGE
+            )
+            x = np.where(
+                np.isfinite(fa) & np.isfinite(fb),
+                rf,
+                np.where(np.isfinite(ta), a - ta / sa, b - tb / sb),
+            )
+        x = np.where(np.isfinite(x), x, (a + b) / 2)
+        h = HALVING_CALLS
+        bisect = w > widths[it - h] / 2 if it >= h else np.zeros(shape, dtype=bool)
+        widths.append(w)
+        # slots: slot t of point p goes to its (t mod m_p)-th active direction, offset t // m_p
+        actb = act[batch]
+        m = actb.sum(axis=1)
+        S = int(m.max())
+        t = np.arange(S)[None, :]
+        mm = np.maximum(m, 1)[:, None]
+        j = np.take_along_axis(np.argsort(~actb, axis=1, kind="stable"), t % mm, axis=1)
+        o = t // mm
+        s = S // mm + (t % mm < S % mm)  # slots of the slot's direction
+        valid = np.broadcast_to(m[:, None] > 0, j.shape)
+        rows = batch[:, None]
+        lo, hi, wd = a[rows, j], b[rows, j], w[rows, j]
+        d = np.minimum(tol / 2, wd / 2)
+        near = np.clip(x[rows, j] + np.where(s > 1, spread[o], 0.0), lo + d, hi - d)
+        X = np.where(bisect[rows, j], lo + wd * (o + 1) / (s + 1), near)
+        R = np.where(valid, np.exp(X), 0.0)
+        # one engine call
+        pts = points[torch.from_numpy(batch)]
+        u = dirs[torch.from_numpy(rows), torch.from_numpy(j)]
+        trial = pts[:, None, :] + torch.from_numpy(R).float()[..., None] * u
+        c = engine.curves(
+            tokens[torch.from_numpy(batch)],
+            torch.cat([pts[:, None, :], trial], dim=1),
+            max_rows=per * (S + 1),
+            desc=f"radius {it + 1}",
+            js=False,
+        )
+        calls += 1
+        # per direction: the evaluated points, [len(batch), k, S]
+        Xd = np.full((len(batch), k, S), np.nan)
+        Kd = np.full((len(batch), k, S), np.nan)
+        bi = np.broadcast_to(np.arange(len(batch))[:, None], j.shape)
+        Xd[bi[valid], j[valid], o[valid]] = X[valid]
+        Kd[bi[valid], j[valid], o[valid]] = c.kl[:, 1:][valid]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            F = np.log(Kd / kl)
+        F = np.where(np.isfinite(F), F, np.nan)
+        above = Kd >= kl  # NaN: not above, as bisection counts it
+        below = np.isfinite(Xd) & ~above
+        xh = np.where(above, Xd, np.inf)
+        ih = xh.argmin(axis=-1)[..., None]
+        new_hi = np.take_along_axis(xh, ih, axis=-1)[..., 0]
+        got_hi = np.isfinite(new_hi)
+        top = np.where(got_hi, new_hi, b[batch])
+        xl = np.where(below & (Xd < top[..., None]), Xd, -np.inf)
+        il = xl.argmax(axis=-1)[..., None]
+        new_lo = np.take_along_axis(xl, il, axis=-1)[..., 0]
+        got_lo = np.isfinite(new_lo)
+        f_hi = np.take_along_axis(F, ih, axis=-1)[..., 0]
+        f_lo = np.take_along_axis(F, il, axis=-1)[..., 0]
+        # Illinois: the end kept for the second call in a row has its f halved
+        only_hi, only_lo = got_hi & ~got_lo, got_lo & ~got_hi
+        sd = side[batch]
+        fa_b = np.where(only_hi & (sd == 1), fa[batch] / 2, fa[batch])
+        fb_b = np.where(only_lo & (sd == -1), fb[batch] / 2, fb[batch])
+        pa[batch] = np.where(got_lo, a[batch], pa[batch])
+        pfa[batch] = np.where(got_lo, ta[batch], pfa[batch])
+        pb[batch] = np.where(got_hi, b[batch], pb[batch])
+        pfb[batch] = np.where(got_hi, tb[batch], pfb[batch])
+        a[batch] = np.where(got_lo, new_lo, a[batch])
+        fa[batch] = np.where(got_lo, f_lo, fa_b)
+        ta[batch] = np.where(got_lo, f_lo, ta[batch])
+        b[batch] = np.where(got_hi, new_hi, b[batch])
+        fb[batch] = np.where(got_hi, f_hi, fb_b)
+        tb[batch] = np.where(got_hi, f_hi, tb[batch])
+        side[batch] = np.where(only_hi, 1, np.where(only_lo, -1, np.where(got_hi & got_lo, 0, sd)))
+    return RadiusBracket(lo=a, hi=b, calls=calls)
 
 
 def plateau_length_ap(
@@ -207,8 +436,10 @@ def run_probes(
     public: Float[Tensor, "m d"],
     units: dict[str, float],
     cfg: ProbeConfig,
+    search: RadiusSearch | None = None,
 ) -> dict[str, np.ndarray]:
-    """Every configured probe's features for ``points`` in their slots: ``{probe.feature: [n]}``."""
+    """Every configured probe's features for ``points`` in their slots: ``{probe.feature: [n]}``
+    (``search``: the radius probe's root-finder; default bisection, the board's)."""
     n = len(points)
     if len(slots.tokens) < n:
         raise ValueError(f"{len(slots.tokens)} slots for {n} points")
@@ -216,7 +447,7 @@ def run_probes(
     norm = units["write_norm_median"]
     out: dict[str, np.ndarray] = {}
     if "radius" in cfg.probes:
-        r = radius(
+        args = (
             engine,
             tok,
             points,
@@ -224,8 +455,11 @@ def run_probes(
             cfg.r_min * norm,
             cfg.r_max * norm,
             cfg.radius_kl,
-            cfg.bisect_steps,
         )
+        if search is not None and search.method == "illinois":
+            r = radius_illinois(*args, search.log_tol(cfg), search.max_iter).radius
+        else:
+            r = radius(*args, cfg.bisect_steps)
         lr = np.log(r / norm)
         out |= {
             "radius.mean_log": lr.mean(1),

@@ -55,6 +55,10 @@ STREAMS: dict[str, Stream] = {
         6, 1000, "cross-fitting folds of the slots and the classifier's seed (index: the repeat)"
     ),
     "scorer.bootstrap": Stream(8, doc="bootstrap resamples of the slots (shared by all entries)"),
+    "scorer.null_swaps": Stream(
+        9, doc="the null band's label swaps: which rows exchange reference and oracle features"
+    ),
+    "scorer.null_splits": Stream(10, doc="the null band's split halves: the random row halves"),
     # studies
     "layers.control": Stream(0, 1, "cov-random-mixture control at write layer index"),
     "steering.random": Stream(1, doc="cov-random-mixture directions"),
@@ -97,6 +101,13 @@ STREAMS: dict[str, Stream] = {
     "sae.e2e": Stream(0, doc="end-to-end SAE initialisation, then the training batches"),
     # the private test split (challenge.private; the seed is the organiser's secret)
     "private.windows": Stream(0, doc="shuffle of the windows the test split is drawn from"),
+    # the statistics tier (baselines.statistics_generators)
+    "statistics.base_codes": Stream(
+        10_000, doc="latent sets the ported SAE compositions start from (the run seed: the rest)"
+    ),
+    # the memorisation test (challenge.scoring.memorisation)
+    "memorisation.relabel": Stream(0, doc="random public / holdout relabellings of the null"),
+    "memorisation.resamples": Stream(1, doc="real-vs-real resamples of its calibration check"),
 }
 
 

@@ -1,16 +1,23 @@
 """Entry point *inside* the sandbox (``challenge.sandbox.run_sandboxed``): load the generator
-file, fit it on the sandbox's track view, sample, write ``activations.safetensors``; on any
-error write one line to ``error.txt`` and exit 1. Not imported by the library."""
+file, fit it on the sandbox's track view, sample, and hand back through the two pipes named in
+``job.json``: the sample as safetensors bytes (tensor ``activations``) on ``acts_fd``, then
+``{"description": ...}`` on ``result_fd``; on any error ``{"error": <one line>}`` on
+``result_fd`` (and the line on stderr), exit 1. Nothing is written to a file: the host never
+opens a path the sandbox could have planted. Not imported by the library.
+
+The generator runs in this process, so it can write to the pipes itself: the host treats all
+it reads as untrusted (byte caps, strict parsing, checks)."""
 
 from __future__ import annotations
 
 import importlib.util
 import inspect
 import json
+import os
 import sys
 from pathlib import Path
 
-WORK, OUT = Path("/sandbox/work"), Path("/sandbox/out")
+WORK = Path("/sandbox/work")
 
 
 def _generator_class(module, class_name: str | None):
@@ -30,14 +37,22 @@ def _generator_class(module, class_name: str | None):
     return classes[0]
 
 
+def _send(fd: int, data: bytes) -> None:
+    """Write ``data`` to the pipe ``fd`` and close it."""
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
 def main() -> int:
+    result_fd = None
     try:
+        job = json.loads((WORK / "job.json").read_text())
+        result_fd, acts_fd = int(job["result_fd"]), int(job["acts_fd"])
         import torch
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         from challenge.sandbox import SandboxTrack
 
-        job = json.loads((WORK / "job.json").read_text())
         spec = importlib.util.spec_from_file_location("submitted_generator", WORK / "generator.py")
         module = importlib.util.module_from_spec(spec)
         sys.modules["submitted_generator"] = module
@@ -46,14 +61,18 @@ def main() -> int:
         gen.fit(SandboxTrack(WORK), None)
         x = gen.sample(job["n"], seed=job["seed"])
         x = torch.as_tensor(x).detach().to("cpu", torch.float32).contiguous()
-        save_file({"activations": x}, str(OUT / "activations.safetensors"))
         desc = getattr(gen, "description", None) or (type(gen).__doc__ or "").strip()
-        (OUT / "result.json").write_text(json.dumps({"description": str(desc)[:2000]}))
+        desc = " ".join(str(desc).split())[:2000]
+        _send(acts_fd, save({"activations": x}))
+        _send(result_fd, json.dumps({"description": desc}).encode())
         return 0
     except BaseException as e:  # noqa: BLE001 - everything the generator raises is reported
         line = " ".join(f"{type(e).__name__}: {e}".split())[:400]
         try:
-            (OUT / "error.txt").write_text(line)
+            if result_fd is not None:
+                _send(result_fd, json.dumps({"error": line}).encode())
+        except OSError:
+            pass
         finally:
             print(line, file=sys.stderr)
         return 1

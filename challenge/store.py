@@ -19,6 +19,9 @@ import hashlib
 import json
 import shutil
 import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,26 @@ SAE_FOLDER = "saes"
 checksum, and every score made on it, unchanged)."""
 SAE_MANIFEST = "sae_manifest.json"
 SAE_FORMAT = "plateau-sae/1"
+
+
+@contextmanager
+def _quiet_datasets() -> Iterator[None]:
+    """`datasets` without its progress bars ("Generating split split", "Creating parquet from
+    Arrow format") and below-error logs, restored after; its errors still raise and log."""
+    import datasets
+
+    bars_off = datasets.are_progress_bars_disabled()
+    level = datasets.logging.get_verbosity()
+    with warnings.catch_warnings():  # HF_DATASETS_DISABLE_PROGRESS_BARS=0 keeps the bars
+        warnings.simplefilter("ignore")
+        datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        datasets.logging.set_verbosity(level)
+        if not bars_off:
+            datasets.enable_progress_bars()
 
 
 def sha256_file(path: Path) -> str:
@@ -104,7 +127,7 @@ def write_track(
         raise ConfigError(
             "exists, is not empty and is not a track; refusing to replace it", file=str(out_dir)
         )
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir) as tmp, _quiet_datasets():
         (tmp / "data").mkdir()
         for split, cols in checked.items():
             data = {k: (v.tolist() if v.dtype == object else v) for k, v in cols.items()}
@@ -185,7 +208,7 @@ def read_track(
         verify_track(track_dir)
     meta = json.loads((track_dir / "track.json").read_text())
     splits: dict[str, dict[str, np.ndarray]] = {}
-    with tempfile.TemporaryDirectory() as cache:
+    with tempfile.TemporaryDirectory() as cache, _quiet_datasets():
         for path in sorted((track_dir / "data").glob("*.parquet")):
             ds = datasets.load_dataset(
                 "parquet",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Callable
 
@@ -51,9 +52,27 @@ COMMANDS: dict[str, Callable] = {
 }
 
 
+RESUMABLE = frozenset(
+    {"main", "score", "submit", "score-seeds", "atlas"} | {c for c in COMMANDS if c[:6] == "study-"}
+)
+"""Commands that an interrupted run's rerun resumes from the caches (features per context round,
+engine chunks, the track, the SAE)."""
+
+
+def interrupted_line(args: list[str]) -> str:
+    """What ``plateau <args>`` says on stderr when interrupted (Ctrl-C): for a command of
+    :data:`RESUMABLE`, the command line to run again."""
+    command = next((a for a in args if not a.startswith("-")), None)
+    if command not in RESUMABLE:
+        return "interrupted"
+    return "interrupted; run the same command again to resume from the caches: " + shlex.join(
+        ["plateau", *args]
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run ``plateau`` with ``argv`` (default: ``sys.argv[1:]``); a bad input exits 2 with a
-    one-line message."""
+    one-line message, an interrupt (Ctrl-C) exits 130 with one line saying how to resume."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
     try:
@@ -67,3 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     except ChallengeError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        clear = "\r\x1b[K" if sys.stderr.isatty() else ""  # an engine bar may hold the line
+        args = sys.argv[1:] if argv is None else list(argv)
+        print(clear + interrupted_line(args), file=sys.stderr)
+        raise SystemExit(130) from None

@@ -211,7 +211,9 @@ class MainCommand(MainConfig):
 
 def main(cfg: MainCommand) -> None:
     """The main job: build (or reuse) the track, generate and submit every baseline generator,
-    render the leaderboard."""
+    render the leaderboard. A line on stderr as each entry starts and finishes says where it is
+    (entry i of n, time elapsed, time left); interrupted (Ctrl-C), the same command resumes it
+    from the caches."""
     from baselines.generators import GENERATORS
     from challenge.pipeline import run_main
 

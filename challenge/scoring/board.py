@@ -10,6 +10,8 @@ leaderboard/<track_id>/scores.png          every entry's score and 95 % interval
 leaderboard/<track_id>/plateaus.png        per entry: the share of its points whose plateau
                                            radius exceeds r, against held-out real (radius probe)
 leaderboard/<track_id>/index.html          the same, sortable (no external assets), each entry's plot
+leaderboard/<track_id>/null_band.cache     the real-vs-real null band's draws (JSON; keyed by the
+                                           heldout_real record's bytes: challenge.scoring.null)
 ```
 
 Sections (``SECTIONS``), from the record's ``submission.access`` that only the organiser's tools
@@ -19,6 +21,13 @@ rows) are shown for comparison and never ranked; **unverified** entries (activat
 making nobody checked, and records without an access record) are listed in their own section,
 sorted but without a rank. Rendering is rows -> sections -> tables, so a column (e.g. an
 interval) is one entry of ``COLUMNS``.
+
+Beside the clipped score each row shows the unclipped ``2 (1 - AUC)``, whether it lies at or
+above the lower end of the board's real-vs-real null band (the ``heldout_real`` record's two
+real halves under label swaps: *indistinguishable from real*), and a second statistic (the
+energy distance of the standardised features, with the null from the same swaps); the band,
+how it was drawn and how the synthetic order changes under the second statistic are printed
+above the tables (:mod:`challenge.scoring.null`).
 
 Every submitted string is escaped (``html.escape``; :func:`md_escape` for markdown), and no
 submitted string becomes a URL: a plot link is ``<name>.png`` built from a name that matches
@@ -39,6 +48,16 @@ import numpy as np
 
 from challenge.errors import ChallengeError
 from challenge.scoring.config import BOARD_ROOT, SCHEMA_ID
+from challenge.scoring.null import (
+    CACHE_NAME,
+    ORACLE,
+    NullBand,
+    RankChange,
+    board_band,
+    rank_changes,
+    record_unclipped,
+    second_statistic,
+)
 from challenge.scoring.ranking import rank
 from challenge.scoring.report import ScoreReport
 from challenge.submission import NAME_PATTERN
@@ -51,14 +70,22 @@ SCORE_TEXT = (
     "of held-out real activations in the same contexts: 1 = indistinguishable, 0 = always told "
     "apart. Intervals: 95 % bootstrap over scored rows, each with its contexts and reference "
     "partner. Synthetic entries are ranked by paired "
-    "bootstrap differences: an entry not resolved from the one above shares its rank (tied)."
+    "bootstrap differences: an entry not resolved from the one above shares its rank (tied). "
+    "Beside it: the unclipped 2 (1 - AUC) (above 1 when the classifier does worse than chance), "
+    "the mark indistinguishable from real for an unclipped score at or above the lower end of "
+    "the board's real-vs-real null band (below), and a second statistic that uses no "
+    "classifier: the energy distance between the entry's and the reference's standardised "
+    "features, said to be above null when it exceeds what a second real sample reaches."
 )
 COLUMNS = [
     ("rank", "#"),
     ("name", "submission"),
     ("score", "score"),
+    ("unclipped", "unclipped 2(1-AUC)"),
     ("ci", "95 % interval"),
     ("tie", "vs entry above"),
+    ("real", "vs null band"),
+    ("energy", "second statistic: energy distance"),
     ("mean_ks", "mean KS"),
     ("verified_by", "verified"),
     ("uses", "uses"),
@@ -176,6 +203,19 @@ def _bootstrap(rep: ScoreReport) -> np.ndarray:
     return boot
 
 
+class BoardRows(list):
+    """A board's rows (a list of dicts) with what belongs to the whole board: the real-vs-real
+    null band (``None``, and ``band_reason`` why not) and the synthetic entries' rank change
+    under the second statistic (``None``: fewer than two with features)."""
+
+    band: NullBand | None = None
+    band_reason: str = ""
+    ranks: RankChange | None = None
+
+
+REAL_MARK = "indistinguishable from real"
+
+
 def load_entries(track_id: str, root: Path = ROOT) -> list[dict]:
     """The board's rows, grouped by section (``SECTIONS`` order), each sorted by score; synthetic
     entries are ranked by paired bootstrap differences (``challenge.scoring.ranking``: an entry not
@@ -184,9 +224,12 @@ def load_entries(track_id: str, root: Path = ROOT) -> list[dict]:
     return entries_of(load_records(track_id, root))
 
 
-def entries_of(recs: dict[Path, ScoreReport]) -> list[dict]:
-    """The board's rows (:func:`load_entries`) of records already loaded."""
-    rows = []
+def entries_of(recs: dict[Path, ScoreReport]) -> BoardRows:
+    """The board's rows (:func:`load_entries`) of records already loaded, with the null band
+    (:func:`challenge.scoring.null.board_band`: made once, then cached beside the board)."""
+    rows = BoardRows()
+    rows.band, rows.band_reason = board_band(recs) if recs else (None, "no records")
+    band = rows.band
     for key in SECTIONS:
         members = {
             rep.submission["name"]: (p, rep) for p, rep in recs.items() if category(rep)[0] == key
@@ -201,6 +244,7 @@ def entries_of(recs: dict[Path, ScoreReport]) -> list[dict]:
                     f"{'tied' if r.tied_with_above else 'below'}: {-r.diff_to_above:+.3f} "
                     f"[{-r.diff_ci[1]:+.3f}, {-r.diff_ci[0]:+.3f}]"
                 )
+            unclipped, energy = record_unclipped(rep), second_statistic(rep)
             rows.append(
                 {
                     "rank": r.rank if key == "synthetic" else None,
@@ -212,6 +256,14 @@ def entries_of(recs: dict[Path, ScoreReport]) -> list[dict]:
                     "ci_low": h.ci[0],
                     "ci_high": h.ci[1],
                     "tie": tie,
+                    "unclipped": unclipped,
+                    "real": (REAL_MARK if band.indistinguishable(unclipped) else "below band")
+                    if band is not None
+                    else "no band",
+                    "energy": energy,
+                    "energy_null": None
+                    if band is None or energy is None
+                    else bool(energy > band.energy_hi),
                     "mean_ks": h.mean_ks,
                     "uses": _text(sub.get("uses")),
                     "sae": _sae_text(sub.get("sae")),
@@ -222,7 +274,71 @@ def entries_of(recs: dict[Path, ScoreReport]) -> list[dict]:
                     "features": {k: v.ks for k, v in rep.features.items()},
                 }
             )
+    rows.ranks = rank_changes(
+        [(r["name"], r["rank"], r["score"], r["energy"]) for r in rows if r["rank"] is not None]
+    )
+    for r in rows:
+        r["energy_rank"] = rows.ranks.positions.get(r["name"]) if rows.ranks else None
     return rows
+
+
+def null_text(rows: list[dict], code: str = "`", em: str = "*") -> str:
+    """The paragraph above the tables: the board's null band, how it was drawn, the rule of the
+    mark, the second statistic's null and the rank change under it."""
+    band, ranks = getattr(rows, "band", None), getattr(rows, "ranks", None)
+    mark = f"{em}{REAL_MARK}{em}"
+    if band is None:
+        reason = (getattr(rows, "band_reason", "") or "not computed").replace("`", code)
+        text = f"No real-vs-real null band: {reason}; no entry is marked {mark}."
+    else:
+        split = band.split_band()
+        c = band.contexts
+        text = (
+            f"Real-vs-real null band: {band.lo:.3f} to {band.hi:.3f} (median {band.median:.3f}; "
+            f"{band.share_clipped:.0%} of the draws at the clip, score 1.0): the 2.5-97.5 % range "
+            f"of the unclipped score 2 (1 - AUC) over {band.n_swaps} label swaps of the "
+            f"{code}{ORACLE}{code} record, whose two halves are disjoint real samples in the "
+            f"same slots. In each draw every one of its {band.rows} rows exchanges its "
+            "reference-half and oracle-half features"
+            + (f" ({'both' if c == 2 else f'all {c}'} context slots together)" if c > 1 else "")
+            + " with probability 1/2, and the scorer's cross-fitted classifier is run again "
+            f"with the board's config, folds and seed. An entry whose unclipped score is at or "
+            f"above the band's lower end ({band.lo:.3f}) is marked {mark} (a score above the "
+            "band is no evidence of a difference either). "
+        )
+        if split is not None:
+            n_split = sum(len(v) for v in band.splits.values())
+            text += (
+                f"Check by split halves ({band.split_rows} rows of one random half of the rows "
+                "against the other half's, within the reference half and within the oracle "
+                f"half; {n_split} draws at half the rows, so about sqrt 2 wider): "
+                f"{split[0]:.3f} to {split[1]:.3f}. "
+            )
+        else:
+            text += "No split-half check: half the rows are too few for the classifier. "
+        text += (
+            "Second statistic: the energy distance between the entry's and the reference's "
+            "per-point features, each standardised by the reference half's mean and sd (no "
+            f"classifier, no seed); under the same swaps it reaches {band.energy_hi:.4f} at "
+            "97.5 %, and an entry above that is marked above null. "
+            f"Draws cached in {code}{CACHE_NAME}{code}."
+        )
+    if ranks is not None:
+        moved = (
+            ", ".join(
+                f"{n} (rank {r}" + (f"-{last}" if last > r else "") + f" -> {pos})"
+                for n, r, last, pos in ranks.moved
+            )
+            or "none"
+        )
+        shifted = ", ".join(f"{n} {a} -> {b}" for n, a, b in ranks.shifted) or "none"
+        text += (
+            f" Ordered by energy distance instead of score, the {ranks.n} synthetic entries "
+            f"keep Kendall's tau = {ranks.tau:.2f}; entries leaving their score-rank tie "
+            f"group: {moved}; every position that changes (by score -> by energy distance, "
+            f"shown as #k in the energy column): {shifted}."
+        )
+    return text
 
 
 def _scored_text(rep: ScoreReport) -> str:
@@ -273,6 +389,10 @@ def plot_scores(track_id: str, rows: list[dict], path: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(rows) + 1.4))
     y = np.arange(len(rows))[::-1]
+    band = getattr(rows, "band", None)
+    if band is not None:
+        ax.axvspan(min(band.lo, 1.0), 1.02, color="#2ca02c", alpha=0.12,
+                   label=f"real-vs-real null band (from {band.lo:.2f})")  # fmt: skip
     for key, colour in COLOURS.items():
         idx = [i for i, r in enumerate(rows) if r["section"] == key]
         if not idx:
@@ -288,7 +408,7 @@ def plot_scores(track_id: str, rows: list[dict], path: Path) -> Path:
     ax.set_xlabel("score = clip(2 (1 - AUC), 0, 1), 95 % bootstrap interval")
     ax.set_title(f"{track_id}: plateau score", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="best")
     return save_figure(fig, path, dpi=90)
 
 
@@ -381,7 +501,12 @@ def _fmt(v) -> str:
 def _cell(r: dict, key: str) -> str:
     if key == "rank" and r["rank"] is None:
         return "-"
-    return _fmt(r[key])
+    if key == "energy" and r.get("energy") is not None:
+        null = r.get("energy_null")
+        tail = [] if null is None else ["above null" if null else "within null"]
+        tail += [f"#{r['energy_rank']}"] if r.get("energy_rank") else []
+        return f"{r['energy']:.4f}" + (f" ({', '.join(tail)})" if tail else "")
+    return _fmt(r.get(key))
 
 
 def render_markdown(track_id: str, rows: list[dict]) -> str:
@@ -399,6 +524,7 @@ def render_markdown(track_id: str, rows: list[dict]) -> str:
         f"{SCORE_TEXT} Each entry's report is `<name>.json`, its plot `<name>.png`; design, "
         "probes and measured resolution: docs/scoring.md; sections and what is verified: "
         f"docs/integrity.md. {data_line(rows)}\n\n"
+        f"{null_text(rows)}\n\n"
         "![scores with 95 % intervals](scores.png)\n\n" + _curves_md(rows) + "\n".join(parts)
     )
 
@@ -430,7 +556,7 @@ def render_html(track_id: str, rows: list[dict]) -> str:
         trs = []
         for r in section_rows:
             cells = "".join(
-                f'<td data-key="{k}" data-v="{e(str(r[k]) if r[k] is not None else "")}">'
+                f'<td data-key="{k}" data-v="{e(str(r.get(k)) if r.get(k) is not None else "")}">'
                 f"{e(_cell(r, k))}</td>"
                 for k, _ in COLUMNS
             )
@@ -458,6 +584,7 @@ th{{background:#eef;cursor:pointer;user-select:none}} th.sorted{{background:#ccf
 <h1>Plateau challenge leaderboard: <code>{e(track_id)}</code></h1>
 <p>{e(SCORE_TEXT)} Only synthetic entries are ranked (docs/integrity.md). Click a column to sort.</p>
 <p>{e(data_line(rows, code=""))}</p>
+<p>{e(null_text(rows, code="", em=""))}</p>
 <p><img src="./scores.png" alt="every entry's score with its 95 % interval"></p>
 {curves}
 {chr(10).join(tables)}

@@ -315,3 +315,50 @@ def test_plateau_curves_are_drawn_from_the_records_radius_features(board, tmp_pa
     assert share[0] == 1.0 and share[-1] == 0.0 and (np.diff(share) <= 0).all()
     # N(mu, Sigma) points have smaller plateaus than held-out real ones (docs/scoring.md)
     assert np.median(sub) < np.median(ref)
+
+
+def test_a_board_without_an_oracle_record_says_it_has_no_null_band(board):
+    """No ``heldout_real`` record: no band, no mark, and the README and page say so; the new
+    columns are still there (the unclipped score from each record's AUC)."""
+    rows = load_entries("trk", board.parent)
+    assert rows.band is None and "no `heldout_real` record" in rows.band_reason
+    for r in rows:
+        assert r["real"] == "no band" and r["energy"] is None  # bootstrap-only records
+        auc = json.loads((board / f"{r['name']}.json").read_text())["headline"]["auc"]
+        assert r["unclipped"] == 2 * (1 - auc)
+    md = (board / "README.md").read_text()
+    assert "No real-vs-real null band: this board has no `heldout_real` record" in md
+    assert "| unclipped 2(1-AUC) |" in md and "| vs null band |" in md
+    assert "No real-vs-real null band" in (board / "index.html").read_text()
+
+
+def test_the_null_band_marks_entries_and_is_printed_above_the_tables(tmp_path):
+    """A copy of the quick board's oracle and two entries: the band is the committed board's
+    (same record bytes, so nothing is drawn again), printed before the first table, and an entry
+    is marked indistinguishable exactly when its unclipped score is at or above the band's lower
+    end; the energy column says whether it exceeds the swaps' null."""
+    from challenge.scoring.board import REAL_MARK
+
+    quick = BOARD.parent / "quick" / "gemma3-270m-l1"
+    if not (quick / "null_band.cache").exists():
+        pytest.skip("the quick board's band is not rendered")
+    d = tmp_path / "gemma3-270m-l1"
+    d.mkdir()
+    for name in ("heldout_real", "gaussian", "token_cluster"):
+        for ext in (".json", ".npz"):
+            shutil.copy(quick / f"{name}{ext}", d / f"{name}{ext}")
+    rows = render(d.name, tmp_path)
+    band = rows.band
+    assert band is not None and len(band.unclipped) == 40 and band.lo < 1 < band.hi
+    by = {r["name"]: r for r in rows}
+    for r in rows:
+        assert (r["real"] == REAL_MARK) == (r["unclipped"] >= band.lo)
+        assert r["energy_null"] == (r["energy"] > band.energy_hi)
+    assert by["gaussian"]["real"] == "below band" and by["gaussian"]["energy_null"]
+    assert by["heldout_real"]["real"] == REAL_MARK
+    md = (d / "README.md").read_text()
+    assert md.index("Real-vs-real null band: ") < md.index("## Synthetic")
+    assert f"{band.lo:.3f} to {band.hi:.3f}" in md and "40 label swaps" in md
+    assert "Kendall's tau" in md
+    page = (d / "index.html").read_text()
+    assert page.index("Real-vs-real null band: ") < page.index('id="board-synthetic"')
