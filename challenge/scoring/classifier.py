@@ -103,6 +103,14 @@ def feature_matrix(feats: dict[str, np.ndarray], names: list[str]) -> np.ndarray
     return np.stack([np.asarray(feats[k], np.float64) for k in names], axis=1)
 
 
+def classifier_scores(
+    ref: dict[str, np.ndarray], sub: dict[str, np.ndarray], cfg: ScoreConfig
+) -> tuple[Float[np.ndarray, "r m"], Float[np.ndarray, "r m"]]:
+    """:func:`out_of_fold_scores` of two ``{feature: [m]}`` sets, features in sorted order."""
+    names = sorted(ref)
+    return out_of_fold_scores(feature_matrix(ref, names), feature_matrix(sub, names), cfg)
+
+
 def compare(
     ref: dict[str, np.ndarray], sub: dict[str, np.ndarray], cfg: ScoreConfig
 ) -> tuple[ScoreHeadline, dict[str, FeatureScore], dict[str, np.ndarray]]:
@@ -114,7 +122,7 @@ def compare(
         raise ConfigError(
             f"{m} slots are not {cfg.contexts_per_row} contexts per row", field="contexts_per_row"
         )
-    s_ref, s_sub = out_of_fold_scores(feature_matrix(ref, names), feature_matrix(sub, names), cfg)
+    s_ref, s_sub = classifier_scores(ref, sub, cfg)
     a, ci, boot = headline_interval(s_ref, s_sub, cfg.n_boot, cfg.seed, cfg.contexts_per_row)
     per = {}
     for k in names:

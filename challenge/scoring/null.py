@@ -56,7 +56,7 @@ from jaxtyping import Bool, Float, Int
 
 from challenge import checks, rng
 from challenge.errors import ChallengeError
-from challenge.scoring.classifier import feature_matrix, mean_auc, out_of_fold_scores
+from challenge.scoring.classifier import classifier_scores, feature_matrix, mean_auc
 from challenge.scoring.config import ScoreConfig
 from challenge.scoring.report import ScoreReport
 
@@ -102,9 +102,7 @@ def record_unclipped(rep: ScoreReport) -> float:
 def headline_auc(ref: dict[str, np.ndarray], sub: dict[str, np.ndarray], cfg: ScoreConfig) -> float:
     """The AUC ``classifier.compare`` puts in its headline for these features (same cross-fitted
     classifier, folds and seeds), without its bootstrap interval and per-feature diagnostics."""
-    names = sorted(ref)
-    s_ref, s_sub = out_of_fold_scores(feature_matrix(ref, names), feature_matrix(sub, names), cfg)
-    return mean_auc(s_ref, s_sub)
+    return mean_auc(*classifier_scores(ref, sub, cfg))
 
 
 def classifier_can_split(n_slots: int, cfg: ScoreConfig) -> bool:
