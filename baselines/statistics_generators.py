@@ -24,8 +24,9 @@ published levels). The P1 compositions then transform these sets exactly as
 
 Every draw comes from ``sample``'s ``seed`` (the latent sets of the ported compositions from the
 stream ``statistics.base_codes``); ``fit`` is deterministic. ``access`` is ``("statistics",)`` or
-``("statistics", "sae")``: the tier's own access (``challenge.access`` has no such entry yet;
-wiring the tier into the sandbox and the board is a later step).
+``("statistics", "sae")``: the statistics tier's (``challenge.access``: ``generate`` fits them
+on ``statistics_inputs(track)``, the published artifact and its SAE; their records go to the
+board's ranked "statistics" section).
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ class _Moments:
 
 
 class StatsGaussian(_Moments):
-    name, uses, access = "stats_gaussian", ["statistics"], ("statistics",)
+    name, uses, access = "stats_gaussian", ["statistics_artifact"], ("statistics",)
     description = "multivariate normal with the artifact's mean and covariance of the public rows"
 
     def fit(self, stats: TrackStatistics, sae: Any = None) -> None:
@@ -119,7 +120,7 @@ class StatsGaussian(_Moments):
 
 
 class StatsIsotropic:
-    name, uses, access = "stats_isotropic", ["statistics"], ("statistics",)
+    name, uses, access = "stats_isotropic", ["statistics_artifact"], ("statistics",)
     description = "isotropic Gaussian directions at norms drawn from the artifact's norm quantiles"
 
     def fit(self, stats: TrackStatistics, sae: Any = None) -> None:
@@ -140,7 +141,7 @@ class StatsTokenCluster(_Moments):
     ``N(m_t, (1 + 1/n_t) Sigma_w)`` (``Sigma_w`` the pooled within-token covariance); a row of
     the pooled "other" tokens (no moments published) ``N(mu, Sigma)``."""
 
-    name, uses, access = "stats_token_cluster", ["statistics"], ("statistics",)
+    name, uses, access = "stats_token_cluster", ["statistics_artifact"], ("statistics",)
     description = "token drawn by frequency, N(token mean, (1 + 1/n_t) pooled within-token covariance); other tokens N(mu, Sigma)"
 
     def fit(self, stats: TrackStatistics, sae: Any = None) -> None:
@@ -230,7 +231,11 @@ class LatentSets:
 class StatsSAEComposition:
     """The SAE decode of latent sets drawn from the artifact (:class:`LatentSets`)."""
 
-    name, uses, access = "stats_sae_composition", ["statistics", "sae"], ("statistics", "sae")
+    name, uses, access = (
+        "stats_sae_composition",
+        ["statistics_artifact", "sae"],
+        ("statistics", "sae"),
+    )
     description = "SAE decode of latent sets drawn from the artifact: token profile x co-firing, values from the latent quantiles"
 
     def fit(self, stats: TrackStatistics, sae: Any) -> None:
@@ -247,7 +252,7 @@ class _FromStatistics:
     starts from latent sets drawn per ``sample`` (stream ``statistics.base_codes``) where the
     original starts from public rows' codes."""
 
-    uses, access = ["statistics", "sae"], ("statistics", "sae")
+    uses, access = ["statistics_artifact", "sae"], ("statistics", "sae")
 
     @torch.no_grad()
     def fit(self, stats: TrackStatistics, sae: Any) -> None:
@@ -288,7 +293,11 @@ class StatsSingleLatent(SingleLatent):
     """single_latent on the artifact: a listed latent drawn by its firing count (distinct while
     n <= the listed latents) at ``latent_norm_mean``, plus b_dec."""
 
-    name, uses, access = "stats_single_latent", ["statistics", "sae"], ("statistics", "sae")
+    name, uses, access = (
+        "stats_single_latent",
+        ["statistics_artifact", "sae"],
+        ("statistics", "sae"),
+    )
     description = "one listed SAE latent (drawn by its firing count in the artifact) at the mean latent-part norm, plus b_dec"
 
     @torch.no_grad()

@@ -5,7 +5,9 @@ A generator declares ``access``, a subset of :data:`ACCESS`:
 - ``public``: the track's public split (activations and prompt tokens);
 - ``sae``: the track's SAE, ready-made (the organiser trains it; ``plateau train-sae``);
 - ``model``: the model itself (a forward pass: the activations are the model's by construction);
-- ``heldout``: the real splits that are not public (held-out, context).
+- ``heldout``: the real splits that are not public (held-out, context);
+- ``statistics``: the track's statistics artifact (aggregates over >= k public rows each,
+  ``challenge.statistics``), never a row.
 
 :func:`guarded` hands a generator only what it declared: a :class:`TrackView` whose other splits
 raise :class:`AccessError`, and :class:`NoModel` in place of the model unless it declared
@@ -13,8 +15,13 @@ raise :class:`AccessError`, and :class:`NoModel` in place of the model unless it
 split or runs the model fails instead of being ranked. The category comes from that enforced
 declaration (:func:`category_of`), never from the free-text ``uses`` of ``submission.json``:
 
-- ``synthetic``: model-free (``access`` within ``public``, ``sae``) and not a reconstruction of
-  real rows: ranked;
+- ``statistics``: the statistics tier, the main ranked section: ``access`` within
+  ``statistics``, ``sae`` (and naming ``statistics``). Its generators never see a real row:
+  ``fit(stats, sae)`` receives the artifact and the SAE it was built with
+  (:func:`challenge.statistics.published.statistics_inputs`), not the track;
+- ``synthetic``: the rows tier: model-free (``access`` within ``public``, ``sae``,
+  ``statistics``) and not a reconstruction of real rows. Its generators see public rows, so a
+  generator can move them inside their plateaus (docs/integrity.md): listed, not ranked;
 - ``reference``: touched the model or non-public real rows, or reproduces real rows by
   construction (``reference = True``, e.g. SAE reconstructions of public rows): drawn as a
   reference line, never ranked;
@@ -33,9 +40,10 @@ from challenge.errors import ChallengeError
 from challenge.store import SAE_FOLDER
 from challenge.track import TrackHalves, TrackLike
 
-ACCESS = ("public", "sae", "model", "heldout")
-SYNTHETIC_ACCESS = frozenset({"public", "sae"})
-CATEGORIES = ("synthetic", "reference", "unverified")
+ACCESS = ("public", "sae", "model", "heldout", "statistics")
+STATISTICS_ACCESS = frozenset({"statistics", "sae"})
+SYNTHETIC_ACCESS = frozenset({"public", "sae", "statistics"})
+CATEGORIES = ("statistics", "synthetic", "reference", "unverified")
 VERIFIED_BY = ("sandbox", "in_repo", "none")
 
 
@@ -57,11 +65,19 @@ def check_access(access: Any, who: str) -> tuple[str, ...]:
 
 
 def category_of(access: Any, reference: bool = False) -> str:
-    """``synthetic`` when ``access`` stays within the public split and the SAE and the generator
-    is not a reconstruction of real rows, else ``reference``."""
+    """``statistics`` when ``access`` names the statistics artifact and stays within it and the
+    SAE; ``synthetic`` when it stays within the public split, the artifact and the SAE and the
+    generator is not a reconstruction of real rows; else ``reference``."""
     if reference or not set(access) <= SYNTHETIC_ACCESS:
         return "reference"
+    if is_statistics_tier(access):
+        return "statistics"
     return "synthetic"
+
+
+def is_statistics_tier(access: Any) -> bool:
+    """Whether ``access`` is the statistics tier's (names ``statistics``, within it and ``sae``)."""
+    return "statistics" in access and set(access) <= STATISTICS_ACCESS
 
 
 def entry_access(
@@ -154,9 +170,15 @@ class NoModel:
         )
 
 
-def guarded(track: TrackLike, lm: Any, generator: Any) -> tuple[TrackView, Any]:
-    """The track view and model a generator may use, from its declared ``access``."""
+def guarded(track: TrackLike, lm: Any, generator: Any) -> tuple[Any, Any]:
+    """What a generator's ``fit`` receives, from its declared ``access``: for the statistics
+    tier the track's statistics artifact and its SAE (no track, no model); otherwise the track
+    view and the model (or :class:`NoModel`)."""
     name = getattr(generator, "name", type(generator).__name__)
     access = check_access(getattr(generator, "access", None), name)
+    if is_statistics_tier(access):
+        from challenge.statistics.published import statistics_inputs
+
+        return statistics_inputs(track, with_sae="sae" in access)
     splits = ("public",) + (("heldout", "context") if "heldout" in access else ())
     return TrackView(track, splits, name), (lm if "model" in access else NoModel(name))

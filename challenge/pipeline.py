@@ -104,10 +104,10 @@ def run_main(
     lm = lm if lm is not None else load_model(track.spec.model)
     t0 = time.perf_counter()
     made = {name: generators[name]() for name in names}
-    if any("sae" in getattr(g, "access", ()) for g in made.values()):
+    if any({"sae", "statistics"} & set(getattr(g, "access", ())) for g in made.values()):
         from challenge.sae import track_sae
 
-        track_sae(track, lm=lm)  # the organiser's SAE, ready-made for the generators
+        track_sae(track, lm=lm)  # the organiser's SAE (and the artifact's), ready-made
     entries: dict[str, MainEntry] = {}
     done: list[float] = []  # seconds of each finished entry: the progress line's time left
     with resumable(distributed, "main", track.manifest_sha256 or "unknown", cfg, names):

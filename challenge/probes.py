@@ -24,13 +24,20 @@ and runs the perturbation engine around it:
 
 Which probes the scorer uses is chosen by their measured real-vs-N(mu, Sigma) separation
 (``benchmarks/probe_separation.py``, ``docs/scoring.md``).
+
+Joint probes (``challenge.joint_probes.JointProbes``, docs/joint-probes.md; not on the board) tie one point's
+plateau together: the radius along the P2 path's own direction (``p2dir``), along the point's
+top SAE latents' decoder directions (``sae``), the curvature and quadratic fit along the most
+sensitive direction (``fisher``), and derived ``joint.*`` features relating probes
+(:func:`joint_features`). They reuse :func:`radius` (or the run's :class:`RadiusSearch`) and the
+one engine; a run without them is the board's, bit for bit.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -43,6 +50,9 @@ from challenge.engine import PerturbationEngine
 from challenge.neighbours import nearest
 from challenge.paths import linear_path
 from challenge.schemas import JSON_CONFIG
+
+if TYPE_CHECKING:
+    from challenge.joint_probes import JointProbes
 
 PROBES = ("radius", "ap", "p1", "p2")
 RADIUS_METHODS = ("bisect", "illinois")
@@ -145,10 +155,13 @@ def radius(
     r_max: float,
     kl: float,
     steps: int,
+    max_rows: int | None = None,
 ) -> Float[np.ndarray, "n k"]:
     """Bisection radius along each direction (see the module docstring). Each round is one
     engine call whose paths are ``[v, v + r_1 u_1, ..., v + r_k u_k]``; the result is the
-    bracket's geometric midpoint after ``steps`` rounds."""
+    bracket's geometric midpoint after ``steps`` rounds. ``max_rows``: the engine's rows per
+    forward chunk (``None``: its own; the joint probes chunk their points as the isotropic radius
+    does, so the engine's memoised prefixes are shared)."""
     n, k, _ = dirs.shape
     lo = torch.full((n, k), math.log(r_min), dtype=torch.float64)
     hi = torch.full((n, k), math.log(r_max), dtype=torch.float64)
@@ -156,7 +169,8 @@ def radius(
         mid = (lo + hi) / 2
         trial = points[:, None, :] + mid.exp().float()[..., None] * dirs
         paths = torch.cat([points[:, None, :], trial], dim=1)
-        c = engine.curves(tokens, paths, desc=f"radius {s + 1}/{steps}", js=False)
+        kw = {} if max_rows is None else {"max_rows": max_rows}
+        c = engine.curves(tokens, paths, desc=f"radius {s + 1}/{steps}", js=False, **kw)
         above = torch.from_numpy(c.kl[:, 1:] >= kl)
         hi = torch.where(above, mid, hi)
         lo = torch.where(above, lo, mid)
@@ -429,6 +443,23 @@ class Slots:
         )
 
 
+def search_radii(
+    engine: PerturbationEngine,
+    tokens: Int[Tensor, "n pos"],
+    points: Float[Tensor, "n d"],
+    dirs: Float[Tensor, "n k d"],
+    cfg: ProbeConfig,
+    norm: float,
+    search: RadiusSearch | None,
+    max_rows: int | None = None,
+) -> Float[np.ndarray, "n k"]:
+    """The radius probe's radii along ``dirs`` (bisection, or ``search``'s root-finder)."""
+    args = (engine, tokens, points, dirs, cfg.r_min * norm, cfg.r_max * norm, cfg.radius_kl)
+    if search is not None and search.method == "illinois":
+        return radius_illinois(*args, search.log_tol(cfg), search.max_iter).radius
+    return radius(*args, cfg.bisect_steps, max_rows=max_rows)
+
+
 def run_probes(
     engine: PerturbationEngine,
     points: Float[Tensor, "n d"],
@@ -437,9 +468,14 @@ def run_probes(
     units: dict[str, float],
     cfg: ProbeConfig,
     search: RadiusSearch | None = None,
+    joint: JointProbes | None = None,
+    sae=None,
 ) -> dict[str, np.ndarray]:
     """Every configured probe's features for ``points`` in their slots: ``{probe.feature: [n]}``
-    (``search``: the radius probe's root-finder; default bisection, the board's)."""
+    (``search``: the radius probe's root-finder; default bisection, the board's). ``joint``: the
+    joint probes run after the configured ones (``sae``: the track's SAE, for ``sae``), and the
+    derived ``joint.*`` features of everything run (:func:`joint_features`); without it (or with
+    no joint probe) the features are the board's, bit for bit."""
     n = len(points)
     if len(slots.tokens) < n:
         raise ValueError(f"{len(slots.tokens)} slots for {n} points")
@@ -447,19 +483,7 @@ def run_probes(
     norm = units["write_norm_median"]
     out: dict[str, np.ndarray] = {}
     if "radius" in cfg.probes:
-        args = (
-            engine,
-            tok,
-            points,
-            slots.dirs[:n, : cfg.n_directions],
-            cfg.r_min * norm,
-            cfg.r_max * norm,
-            cfg.radius_kl,
-        )
-        if search is not None and search.method == "illinois":
-            r = radius_illinois(*args, search.log_tol(cfg), search.max_iter).radius
-        else:
-            r = radius(*args, cfg.bisect_steps)
+        r = search_radii(engine, tok, points, slots.dirs[:n, : cfg.n_directions], cfg, norm, search)
         lr = np.log(r / norm)
         out |= {
             "radius.mean_log": lr.mean(1),
@@ -480,8 +504,16 @@ def run_probes(
     if "p1" in cfg.probes:
         f = path_features(engine, tok, points, slots.context_acts[:n], cfg.p1_steps, "p1")
         out |= {f"p1.{k}": v.astype(np.float64) for k, v in f.items()}
+    near = None
     if "p2" in cfg.probes:
         near = public[nearest(points, public)[1]]
         f = path_features(engine, tok, points, near, cfg.p2_steps, "p2")
         out |= {f"p2.{k}": v for k, v in f.items()}
+    if joint is not None and joint.probes:
+        from challenge.joint_probes import joint_features, run_joint_probes
+
+        if near is None:
+            near = public[nearest(points, public)[1]]
+        out |= run_joint_probes(engine, points, slots, near, units, cfg, joint, search, sae)
+        out |= joint_features(out, cfg.radius_kl)
     return out

@@ -1,11 +1,18 @@
 """Verified generators: a participant's generator file re-run by the organiser in a bubblewrap
-sandbox that sees only the public split and the track's SAE.
+sandbox that sees only the public split and the track's SAE (the rows tier) or only the track's
+statistics artifact and SAE (the statistics tier).
 
 A generator file defines one class (or ``--class-name``) with ``fit(track, lm)`` and
 ``sample(n, *, seed)`` (``challenge.submission.Generator``, without the model: ``lm`` is
 ``None``). ``track`` is a :class:`SandboxTrack`: ``spec``, ``meta`` (sizes, units, d_model),
 ``acts("public")``, ``tokens("public")``, ``d_model``, ``units`` and ``sae()`` (the track's SAE,
 as ``challenge.sae.SAE``); any other split raises.
+
+The statistics tier (``tier="statistics"``): the file's class has ``fit(stats, sae)``
+(``baselines.statistics_generators.StatisticsGenerator``); the work folder holds the track's
+statistics artifact (``statistics/``, verified against its manifest before it is copied, and
+refused when it is another track's or was built with another SAE) and the SAE it was built with
+(``sae/``), and no split at all: the runner calls ``fit(load_statistics(...), load_sae(...))``.
 
 :func:`run_sandboxed` copies the public split, the SAE and the file into a fresh work folder and
 runs ``challenge/sandbox_runner.py`` under ``bwrap`` (Debian's bubblewrap; ``scripts/setup.sh``
@@ -26,9 +33,9 @@ cap each (the run is stopped past it), parses strictly and checks (float32, the 
 their last ``LOG_TAIL_BYTES``. What holds on this machine, measured, is in docs/integrity.md.
 
 :func:`verify_generator` then validates the output as any submission (copy check included) in
-a private staging folder, scores it and records it with ``access`` = synthetic, verified by the
-sandbox; only then is the submission folder renamed into place (a failure leaves the
-submissions and the board as they were).
+a private staging folder, scores it and records it with ``access`` = synthetic (rows tier) or
+statistics (statistics tier), verified by the sandbox; only then is the submission folder
+renamed into place (a failure leaves the submissions and the board as they were).
 """
 
 from __future__ import annotations
@@ -48,7 +55,8 @@ from typing import Any
 
 import torch
 
-from challenge.errors import ConfigError, SubmissionError
+from challenge import checks
+from challenge.errors import ConfigError, SubmissionError, TrackIntegrityError
 from challenge.track import TrackHalves, TrackLike
 
 WORK, OUT, LIB = "/sandbox/work", "/sandbox/out", "/sandbox/lib"
@@ -63,6 +71,9 @@ LOG_TAIL_BYTES = 64 * 1024
 """Bytes of the end of stdout and of stderr kept (each); the rest is read and dropped."""
 DESCRIPTION_CHARS = 2000
 """Longest description kept (``challenge.submission.TEXT_LIMITS["generator"]``)."""
+TIERS = ("rows", "statistics")
+"""rows: ``fit(track, None)`` on the public split (and the SAE); statistics: ``fit(stats, sae)``
+on the statistics artifact and its SAE, no split in the sandbox."""
 
 
 @dataclass
@@ -125,7 +136,13 @@ class SandboxTrack(TrackHalves):
         self._work = Path(work)
         doc = json.loads((self._work / "track.json").read_text())
         self.spec, self.meta, self.path = TrackSpec.from_dict(doc["spec"]), doc["meta"], None
-        self._public = load_file(str(self._work / "public.safetensors"))
+        public = self._work / "public.safetensors"
+        if not public.is_file():
+            raise PermissionError(
+                "this sandbox holds no split (the statistics tier: fit(stats, sae) gets the "
+                "statistics artifact and the SAE, never a row)"
+            )
+        self._public = load_file(str(public))
 
     def acts(self, split: str) -> torch.Tensor:
         self._check(split)
@@ -388,11 +405,79 @@ def _check_acts(acts: torch.Tensor, n: int, d_model: int, src: str) -> torch.Ten
     return acts
 
 
-def prepare_work(track: TrackLike, generator_file: Path, work: Path, sae: Any = None) -> None:
+def _check_tier(tier: str, sae: Any, stats_dir: str | Path | None) -> None:
+    """``tier`` is one of :data:`TIERS`; the statistics tier has its artifact and its SAE, the
+    rows tier no artifact. One ``ConfigError`` line otherwise."""
+    checks.choice(tier, TIERS, "tier")
+    if tier == "statistics":
+        if sae is None:
+            raise ConfigError(
+                "the statistics tier needs the SAE its artifact was built with; none was given",
+                field="sae",
+            )
+        if stats_dir is None:
+            raise ConfigError(
+                "the statistics tier needs the track's statistics artifact; none was given",
+                field="statistics",
+            )
+    elif stats_dir is not None:
+        raise ConfigError(
+            "a statistics artifact is for the statistics tier only (tier='statistics')",
+            field="tier",
+        )
+
+
+def copy_statistics(track: TrackLike, stats_dir: str | Path, dest: Path, sae: Any) -> None:
+    """Copy the artifact folder ``stats_dir`` to ``dest`` after checking it: every file against
+    its manifest (``verify_statistics``), the artifact of ``track`` (id, version, d_model), built
+    with ``sae``; the copy is verified again. ``TrackIntegrityError`` naming the file otherwise."""
+    from challenge.statistics.artifact import MANIFEST, META_FILE, verify_statistics
+    from challenge.statistics.published import check_artifact_sae
+
+    src = Path(stats_dir)
+    manifest = verify_statistics(src)
+    where = str(src / MANIFEST)
+    names = list(manifest["files"])
+    bad = [n for n in names if not isinstance(n, str) or Path(n).name != n or n.startswith(".")]
+    if bad:
+        raise TrackIntegrityError(f"lists files outside its folder: {bad[:3]}", file=where)
+    for key, want in (("track_id", track.spec.track_id), ("version", track.spec.version)):
+        if str(manifest.get(key)) != str(want):
+            raise TrackIntegrityError(
+                f"is the artifact of {key} {manifest.get(key)!r}; the track's is {want!r}",
+                file=where,
+                field=key,
+            )
+    meta = json.loads((src / META_FILE).read_text())
+    if int(meta.get("d_model", -1)) != int(track.d_model):
+        raise TrackIntegrityError(
+            f"has d_model {meta.get('d_model')!r}; the track's is {track.d_model}",
+            file=str(src / META_FILE),
+            field="d_model",
+        )
+    check_artifact_sae(meta.get("sae") or {}, sae, str(src / META_FILE))
+    dest.mkdir()
+    for name in [*names, MANIFEST]:
+        shutil.copyfile(src / name, dest / name)
+    verify_statistics(dest)  # what the sandbox gets is what was checked
+
+
+def prepare_work(
+    track: TrackLike,
+    generator_file: Path,
+    work: Path,
+    sae: Any = None,
+    *,
+    tier: str = "rows",
+    stats_dir: str | Path | None = None,
+) -> None:
     """The sandbox's inputs: ``generator.py``, ``track.json`` (spec, sizes, units, d_model),
-    ``public.safetensors`` (activations and tokens of the public split) and ``sae/``."""
+    ``sae/`` and, for the rows tier, ``public.safetensors`` (activations and tokens of the
+    public split), for the statistics tier the artifact ``stats_dir`` as ``statistics/``
+    (:func:`copy_statistics`) and no split."""
     from safetensors.torch import save_file
 
+    _check_tier(tier, sae, stats_dir)
     shutil.copyfile(generator_file, work / "generator.py")
     meta = {
         "sizes": {"public": len(track.acts("public")), "heldout": track.heldout_size},
@@ -400,13 +485,16 @@ def prepare_work(track: TrackLike, generator_file: Path, work: Path, sae: Any = 
         "d_model": track.d_model,
     }
     (work / "track.json").write_text(json.dumps({"spec": track.spec.to_dict(), "meta": meta}))
-    save_file(
-        {
-            "activation": track.acts("public").contiguous(),
-            "tokens": track.tokens("public").contiguous(),
-        },
-        str(work / "public.safetensors"),
-    )
+    if tier == "statistics":
+        copy_statistics(track, stats_dir, work / "statistics", sae)
+    else:
+        save_file(
+            {
+                "activation": track.acts("public").contiguous(),
+                "tokens": track.tokens("public").contiguous(),
+            },
+            str(work / "public.safetensors"),
+        )
     if sae is not None:
         from challenge.sae import save_sae
 
@@ -429,18 +517,22 @@ def run_sandboxed(
     sae: Any = None,
     class_name: str | None = None,
     limits: SandboxLimits | None = None,
+    tier: str = "rows",
+    stats_dir: str | Path | None = None,
 ) -> SandboxRun:
-    """Run ``generator_file``'s generator in the sandbox (fit on the public split, sample ``n``
-    rows with ``seed``) and return its sample, checked (float32 [n, d_model], finite), and
-    description; ``SubmissionError`` naming the file when it fails, times out, breaks a limit
-    or hands back anything malformed (its last error line is quoted). Nothing the sandbox
-    writes is opened by path: the sample and the result come back through pipes, each read
-    with a byte cap."""
+    """Run ``generator_file``'s generator in the sandbox (fit on the public split, or for
+    ``tier="statistics"`` on the artifact folder ``stats_dir`` and ``sae``, which it needs;
+    sample ``n`` rows with ``seed``) and return its sample, checked (float32 [n, d_model],
+    finite), and description; ``SubmissionError`` naming the file when it fails, times out,
+    breaks a limit or hands back anything malformed (its last error line is quoted). Nothing
+    the sandbox writes is opened by path: the sample and the result come back through pipes,
+    each read with a byte cap."""
     import time
 
     from challenge.submission import HEADER_BYTES, load_acts
 
     lim = limits or SandboxLimits()
+    _check_tier(tier, sae, stats_dir)
     src = Path(generator_file)
     if not src.is_file():
         raise SubmissionError("generator file missing", file=str(src))
@@ -451,7 +543,7 @@ def run_sandboxed(
     with tempfile.TemporaryDirectory(prefix="plateau-sandbox-") as tmp:
         work = Path(tmp, "work")
         work.mkdir()
-        prepare_work(track, src, work, sae)
+        prepare_work(track, src, work, sae, tier=tier, stats_dir=stats_dir)
         cmd = sandbox_command(
             work, lim, sys.executable, "-s", "-B", f"{LIB}/challenge/{runner.name}"
         )
@@ -460,6 +552,7 @@ def run_sandboxed(
             "n": n,
             "seed": int(seed),
             "class_name": class_name,
+            "tier": tier,
             "result_fd": pipes["result"][1],
             "acts_fd": pipes["acts"][1],
         }
@@ -615,6 +708,21 @@ def _swap_in(new: Path, final: Path) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
+def statistics_sources(track: TrackLike) -> tuple[Path, Any]:
+    """The statistics tier's inputs of ``track`` as the sandbox copies them: the folder of its
+    statistics artifact (the published one, else the one cached on this machine, built when
+    missing: ``challenge.statistics.published.statistics_inputs``) and the SAE it was built
+    with (refused when the track's SAE differs from the one the artifact names)."""
+    from challenge.statistics.published import (
+        published_statistics_dir,
+        statistics_cache_dir,
+        statistics_inputs,
+    )
+
+    _, sae = statistics_inputs(track)
+    return published_statistics_dir(track) or statistics_cache_dir(track), sae
+
+
 def verify_generator(
     generator_file: str | Path,
     track: TrackLike,
@@ -630,10 +738,17 @@ def verify_generator(
     board: Path = Path("leaderboard"),
     submissions: Path = Path("submissions"),
     replace: bool = False,
+    tier: str = "rows",
+    stats_dir: str | Path | None = None,
 ) -> Any:
     """Run the generator in the sandbox, validate its output, score it and record it on the
-    board as a synthetic entry verified by the sandbox (``challenge.scoring.recording``), and
-    put its submission folder ``<submissions>/<track id>/<name>/`` in place.
+    board as an entry verified by the sandbox (``challenge.scoring.recording``), and put its
+    submission folder ``<submissions>/<track id>/<name>/`` in place.
+
+    ``tier="rows"``: fitted on the public split (and ``sae``), recorded as ``synthetic``.
+    ``tier="statistics"``: fitted on the statistics artifact folder ``stats_dir`` and ``sae``
+    (both default to :func:`statistics_sources`; an explicit ``stats_dir`` needs an explicit
+    ``sae``), recorded as ``statistics`` with access ``["statistics", "sae"]``.
 
     Order: the sample is checked in memory (:func:`run_sandboxed`), written to a private
     staging folder outside ``submissions`` and validated there (every check of
@@ -648,12 +763,16 @@ def verify_generator(
     from challenge.submission import ACTS_FILE, META_FILE, check_name, write_submission
 
     check_name(name)
+    checks.choice(tier, TIERS, "tier")
     existing = Path(board) / track.spec.track_id / f"{name}.json"
     if os.path.lexists(existing) and not replace:
         raise SubmissionError(
             f"{name!r} is already on the board ({existing}); pass --replace to replace it",
             field="name",
         )
+    if tier == "statistics" and stats_dir is None and sae is None:
+        stats_dir, sae = statistics_sources(track)
+    _check_tier(tier, sae, stats_dir)
     digest = file_sha256(generator_file)
     run = run_sandboxed(
         generator_file,
@@ -663,7 +782,24 @@ def verify_generator(
         sae=sae,
         class_name=class_name,
         limits=limits,
+        tier=tier,
+        stats_dir=stats_dir,
     )
+    if tier == "statistics":
+        uses, access = (
+            ["statistics_artifact", "sae"],
+            entry_access("statistics", "sandbox", ["statistics", "sae"], digest),
+        )
+    elif sae is not None:
+        uses, access = (
+            ["public_activations", "sae"],
+            entry_access("synthetic", "sandbox", ["public", "sae"], digest),
+        )
+    else:
+        uses, access = (
+            ["public_activations"],
+            entry_access("synthetic", "sandbox", ["public"], digest),
+        )
     meta = {
         "name": name,
         "authors": authors,
@@ -672,11 +808,8 @@ def verify_generator(
         "generator": run.description or f"sandboxed generator {Path(generator_file).name}",
         "code": f"{Path(generator_file).name} (sha256 {digest[:16]}), verified in the sandbox",
         "seed": seed,
-        "uses": ["public_activations", "sae"] if sae is not None else ["public_activations"],
+        "uses": uses,
     }
-    access = entry_access(
-        "synthetic", "sandbox", ["public", "sae"] if sae is not None else ["public"], digest
-    )
     final = Path(submissions) / track.spec.track_id / name
     with tempfile.TemporaryDirectory(prefix="plateau-verify-") as tmp:
         staged = write_submission(Path(tmp) / name, meta, run.acts)

@@ -1,5 +1,7 @@
 """Entry point *inside* the sandbox (``challenge.sandbox.run_sandboxed``): load the generator
-file, fit it on the sandbox's track view, sample, and hand back through the two pipes named in
+file, fit it (``job["tier"]`` "rows": ``fit(SandboxTrack, None)`` on the sandbox's track view;
+"statistics": ``fit(stats, sae)`` on the work folder's statistics artifact and SAE, the
+sandbox holding no split), sample, and hand back through the two pipes named in
 ``job.json``: the sample as safetensors bytes (tensor ``activations``) on ``acts_fd``, then
 ``{"description": ...}`` on ``result_fd``; on any error ``{"error": <one line>}`` on
 ``result_fd`` (and the line on stderr), exit 1. Nothing is written to a file: the host never
@@ -48,17 +50,26 @@ def main() -> int:
     try:
         job = json.loads((WORK / "job.json").read_text())
         result_fd, acts_fd = int(job["result_fd"]), int(job["acts_fd"])
+        tier = job.get("tier", "rows")
+        if tier not in ("rows", "statistics"):
+            raise ValueError(f"unknown tier {tier!r}")
         import torch
         from safetensors.torch import save
-
-        from challenge.sandbox import SandboxTrack
 
         spec = importlib.util.spec_from_file_location("submitted_generator", WORK / "generator.py")
         module = importlib.util.module_from_spec(spec)
         sys.modules["submitted_generator"] = module
         spec.loader.exec_module(module)
         gen = _generator_class(module, job.get("class_name"))()
-        gen.fit(SandboxTrack(WORK), None)
+        if tier == "statistics":
+            from challenge.sae import load_sae
+            from challenge.statistics import load_statistics
+
+            gen.fit(load_statistics(WORK / "statistics"), load_sae(WORK / "sae"))
+        else:
+            from challenge.sandbox import SandboxTrack
+
+            gen.fit(SandboxTrack(WORK), None)
         x = gen.sample(job["n"], seed=job["seed"])
         x = torch.as_tensor(x).detach().to("cpu", torch.float32).contiguous()
         desc = getattr(gen, "description", None) or (type(gen).__doc__ or "").strip()

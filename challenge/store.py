@@ -251,14 +251,23 @@ def publish(
     dest: str,
     *,
     saes: list[Path] | tuple[Path, ...] = (),
+    statistics: Path | None = None,
     private: bool = False,
 ) -> str:
     """Push a verified track to the hub (``hf://<repo id>``, tagged ``v<version>``) or copy it
     into a local registry directory ``<dest>/<track_id>/v<version>/``, with the SAE folders
-    ``saes`` under ``saes/<name>/`` (SAELens layout plus ``sae_manifest.json``)."""
+    ``saes`` under ``saes/<name>/`` (SAELens layout plus ``sae_manifest.json``) and the
+    statistics artifact folder ``statistics`` under ``statistics/`` (verified first)."""
     track_dir = Path(track_dir)
     manifest = verify_track(track_dir)
     verify_published_saes(track_dir)
+    _verify_statistics_of(track_dir, statistics, manifest)
+    _verify_reference_of(track_dir)
+
+    def add(target: Path) -> None:
+        _add_saes(target, saes)
+        _add_statistics(target, statistics)
+
     tid, ver = manifest["track_id"], manifest["version"]
     if dest.startswith("hf://"):
         from huggingface_hub import HfApi
@@ -269,7 +278,7 @@ def publish(
         with tempfile.TemporaryDirectory(prefix=".publish.") as tmp:
             staged = Path(tmp) / "t"
             shutil.copytree(track_dir, staged)
-            _add_saes(staged, saes)
+            add(staged)
             api.upload_folder(
                 repo_id=repo,
                 folder_path=str(staged),
@@ -287,13 +296,13 @@ def publish(
                 f"registry already holds a different {tid} v{ver}; bump the version",
                 file=str(target),
             )
-        _add_saes(target, saes)
+        add(target)
         return str(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".publish.", dir=target.parent))
     try:
         shutil.copytree(track_dir, tmp / "t")
-        _add_saes(tmp / "t", saes)
+        add(tmp / "t")
         (tmp / "t").rename(target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -329,6 +338,8 @@ def download(source: str, *, track_id: str, version: str, cache_dir: Path | None
             shutil.copytree(src, fetched)
         manifest = verify_track(fetched)
         verify_published_saes(fetched)
+        _verify_statistics_of(fetched, None, manifest)
+        _verify_reference_of(fetched)
         if manifest["track_id"] != track_id or manifest["version"] != version:
             raise TrackIntegrityError(
                 f"pinned {track_id} v{version}, got {manifest['track_id']} v{manifest['version']}",
@@ -400,6 +411,28 @@ def write_sae_manifest(sae_dir: str | Path, name: str | None = None) -> dict[str
     return manifest
 
 
+def verify_listed_files(folder: Path, listed: dict[str, Any], manifest_name: str) -> None:
+    """Check ``folder``'s files against a manifest's ``files`` (``{name: {"sha256": ...}}``):
+    ``TrackIntegrityError`` naming the file on an extra file (any but ``manifest_name``), a
+    missing one or a changed one."""
+    present = {p.name for p in folder.iterdir() if p.is_file() and p.name != manifest_name}
+    extra = sorted(present - set(listed))
+    if extra:
+        raise TrackIntegrityError(f"files not in the manifest: {extra}", file=str(folder))
+    for name, entry in sorted(listed.items()):
+        f = folder / name
+        if not f.is_file():
+            raise TrackIntegrityError("listed in the manifest but missing", file=str(f))
+        got = sha256_file(f)
+        want = entry.get("sha256") if isinstance(entry, dict) else None
+        if got != want:
+            raise TrackIntegrityError(
+                f"sha256 mismatch: expected {str(want)[:16]}..., got {got[:16]}...",
+                file=str(f),
+                field="sha256",
+            )
+
+
 def verify_sae(sae_dir: str | Path) -> dict[str, Any]:
     """Check a published SAE folder against its manifest; ``TrackIntegrityError`` naming the
     file on any missing, extra or changed file."""
@@ -412,16 +445,7 @@ def verify_sae(sae_dir: str | Path) -> dict[str, Any]:
         listed = manifest["files"]
     except (ValueError, KeyError, TypeError) as e:
         raise TrackIntegrityError(f"malformed SAE manifest: {e}", file=str(mpath)) from None
-    present = {p.name for p in sae_dir.iterdir() if p.is_file() and p.name != SAE_MANIFEST}
-    extra = sorted(present - set(listed))
-    if extra:
-        raise TrackIntegrityError(f"files not in the manifest: {extra}", file=str(sae_dir))
-    for name, entry in listed.items():
-        f = sae_dir / name
-        if not f.is_file():
-            raise TrackIntegrityError("listed in the SAE manifest but missing", file=str(f))
-        if sha256_file(f) != entry.get("sha256"):
-            raise TrackIntegrityError("sha256 mismatch", file=str(f), field="sha256")
+    verify_listed_files(sae_dir, listed, SAE_MANIFEST)
     if sae_checksum(sae_dir) != manifest.get("sha256"):
         raise TrackIntegrityError("checksum mismatch", file=str(mpath), field="sha256")
     return manifest
@@ -454,3 +478,58 @@ def _add_saes(target: Path, saes: list[Path] | tuple[Path, ...]) -> None:
             for f in _sae_files(src):
                 shutil.copy2(f, tmp / f.name)
             write_sae_manifest(tmp, name=src.name)
+
+
+# ---------------------------------------------------------------------- statistics artifact
+def _verify_statistics_of(
+    track_dir: Path, statistics: Path | None, manifest: dict[str, Any]
+) -> None:
+    """The statistics artifacts published in ``track_dir`` and about to be (``statistics``)
+    verified, and naming this track id and version."""
+    from challenge.statistics.artifact import verify_statistics
+    from challenge.statistics.published import STATISTICS_FOLDER
+
+    for d in (Path(track_dir) / STATISTICS_FOLDER, statistics):
+        if d is None or not Path(d).exists():
+            continue
+        got = verify_statistics(d)
+        for key in ("track_id", "version"):
+            if str(got.get(key)) != str(manifest[key]):
+                raise TrackIntegrityError(
+                    f"the statistics artifact is of {key} {got.get(key)!r}, the track's is "
+                    f"{manifest[key]!r}",
+                    file=str(Path(d) / "manifest.json"),
+                    field=key,
+                )
+
+
+def _verify_reference_of(track_dir: Path) -> None:
+    """The board reference features published in ``track_dir``, verified (when there are any)."""
+    from challenge.scoring.reference import FOLDER, verify_reference_folder
+
+    if (Path(track_dir) / FOLDER).exists():
+        verify_reference_folder(Path(track_dir) / FOLDER)
+
+
+def _add_statistics(target: Path, statistics: Path | None) -> None:
+    """Copy the artifact folder into ``<target>/statistics/``; one already there must be
+    identical (a different one needs a new track version)."""
+    if statistics is None:
+        return
+    from challenge.statistics.artifact import verify_statistics
+    from challenge.statistics.published import STATISTICS_FOLDER
+
+    want = verify_statistics(statistics)["sha256"]
+    dst = target / STATISTICS_FOLDER
+    if dst.exists():
+        if verify_statistics(dst)["sha256"] != want:
+            raise TrackIntegrityError(
+                "this track version already has a different statistics artifact; bump the "
+                "track version",
+                file=str(dst),
+            )
+        return
+    with atomic_dir(dst) as tmp:
+        for f in sorted(Path(statistics).iterdir()):
+            if f.is_file():
+                shutil.copy2(f, tmp / f.name)

@@ -7,7 +7,8 @@ submissions/<name>/submission.json          name, authors, track_id, track_versi
 submissions/<name>/activations.safetensors  tensor "activations", float32 [N, d_model]
 ```
 Safetensors only (never pickle). ``uses`` says what information the generator used:
-``public_activations``, ``sae``, ``model``, ``heldout_activations`` (oracle only), ``none``;
+``public_activations``, ``statistics_artifact`` (the statistics tier), ``sae``, ``model``,
+``heldout_activations`` (oracle only), ``none``;
 it is free text for readers and decides nothing: a record's board section comes from
 ``access`` (``challenge.access``), which only the organiser's tools write.
 
@@ -33,7 +34,14 @@ from typing_extensions import NotRequired, TypedDict
 from challenge.errors import SubmissionError
 
 META_FILE, ACTS_FILE, ACTS_KEY = "submission.json", "activations.safetensors", "activations"
-USES = ("none", "public_activations", "sae", "model", "heldout_activations")
+USES = (
+    "none",
+    "public_activations",
+    "statistics_artifact",
+    "sae",
+    "model",
+    "heldout_activations",
+)
 REQUIRED = {
     "name": str,
     "authors": list,
@@ -345,7 +353,7 @@ def generate(
         "track_id": track.spec.track_id,
         "track_version": track.spec.version,
         "generator": generator.description,
-        "code": f"baselines/generators.py:{type(generator).__name__}",
+        "code": f"{type(generator).__module__.replace('.', '/')}.py:{type(generator).__name__}",
         "seed": seed,
         "uses": list(generator.uses),
     }

@@ -149,6 +149,16 @@ TRACKS: dict[str, TrackSpec] = {
         n_context=64,
         description="Small test track.",
     ),
+    # the deeper official track (issue 31): the atlas's best mid layer (real vs N(mu, Sigma)
+    # separation 0.51, radius AUC 0.92; docs/atlas.md), where context matters more than the
+    # last token; sizes as the default track's v2.0.0
+    "smollm2-135m-l9": TrackSpec(
+        track_id="smollm2-135m-l9",
+        write_hook="blocks.9.hook_resid_pre",
+        n_heldout=2000,
+        description="SmolLM2-135M-Instruct (embedded), residual stream before block 9, last of "
+        "10 tokens of Python-docs prose: the deeper official track.",
+    ),
     "smollm2-135m-l7": TrackSpec(
         track_id="smollm2-135m-l7",
         write_hook="blocks.7.hook_resid_pre",
@@ -188,6 +198,25 @@ def published_copy(spec: TrackSpec) -> Path | None:
     """The registry's copy of ``spec``'s version, if it publishes one."""
     d = _registry_path(local_registry(), spec.track_id, spec.version)
     return d if (d / MANIFEST).exists() else None
+
+
+def published_folder(track: Any, name: str, marker: str) -> Path | None:
+    """A folder ``name`` published beside a track's data (``saes``-like: the statistics
+    artifact, the board's reference features), holding the file ``marker``: the one in the
+    track's own directory, else the repository registry's copy of the same track version when
+    that copy's manifest is the track's (a track fetched before the folder was published);
+    ``None`` when neither has it."""
+    path = getattr(track, "path", None)
+    if path is None:
+        return None
+    d = Path(path) / name
+    if (d / marker).exists():
+        return d
+    reg = published_copy(track.spec)
+    if reg is None or not (reg / name / marker).exists():
+        return None
+    same = hashlib.sha256((reg / MANIFEST).read_bytes()).hexdigest() == track.manifest_sha256
+    return reg / name if same else None
 
 
 @runtime_checkable

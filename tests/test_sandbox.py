@@ -148,7 +148,7 @@ def test_an_honest_generator_is_verified_scored_and_marked(tiny_track, smollm, t
     assert rep.submission["name"] == "gauss_fit"
     rows = load_entries(tid, board)
     assert [(r["name"], r["section"], r["verified_by"], r["rank"]) for r in rows] == [
-        ("gauss_fit", "synthetic", "sandbox", 1)
-    ]
+        ("gauss_fit", "synthetic", "sandbox", None)
+    ]  # the rows tier is listed, not ranked (moved public rows can enter it)
     meta = json.loads((subs / tid / "gauss_fit" / "submission.json").read_text())
     assert meta["code"].startswith("gen.py (sha256 ") and meta["generator"].startswith("N(mu")

@@ -21,6 +21,7 @@ from challenge.errors import ChallengeError
 
 COMMANDS: dict[str, Callable] = {
     "build": tracks.build,
+    "build-statistics": tracks.build_statistics,
     "tracks": tracks.tracks,
     "publish": tracks.publish,
     "download": tracks.download,
@@ -32,6 +33,7 @@ COMMANDS: dict[str, Callable] = {
     "verify-generator": submissions.verify_generator,
     "leaderboard": submissions.leaderboard,
     "rescore": submissions.rescore,
+    "publish-reference": submissions.publish_reference,
     "verify-records": submissions.verify_records,
     "score-seeds": submissions.score_seeds,
     "resolution": submissions.resolution,

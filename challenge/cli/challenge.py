@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from challenge.cli._common import library_config, report
 from challenge.distributed import DistributedConfig
@@ -31,7 +32,8 @@ def _model(track):
 def generate(
     generator: str, /, track: str = DEFAULT_TRACK, seed: int = 0, out: Path = Path("submissions")
 ) -> Path:
-    """Run a registered generator (see baselines/generators.py) and write its submission folder.
+    """Run a registered generator (baselines/generators.py, baselines/statistics_generators.py)
+    and write its submission folder.
 
     Args:
         generator: registered generator name.
@@ -39,7 +41,7 @@ def generate(
         seed: seed of the generator's sample.
         out: root of submission folders; writes <out>/<track_id>/<generator>/.
     """
-    from baselines.generators import GENERATORS
+    from baselines.catalog import GENERATORS
     from challenge.submission import generate as _generate
 
     if generator not in GENERATORS:
@@ -48,7 +50,7 @@ def generate(
         )
     tr = resolve_track(track)
     gen, lm = GENERATORS[generator](), _model(tr)
-    if "sae" in getattr(gen, "access", ()):
+    if {"sae", "statistics"} & set(getattr(gen, "access", ())):
         from challenge.sae import track_sae
 
         track_sae(
@@ -158,6 +160,37 @@ def leaderboard(track: str = DEFAULT_TRACK, board: Path = Path("leaderboard")) -
     print(render_markdown(tid, render(tid, board)))
 
 
+def publish_reference(
+    track: str = DEFAULT_TRACK, /, board: Path = Path("leaderboard"), dest: Path | None = None
+) -> Path:
+    """Publish a board's reference features (the held-out half's probe features that every
+    record of the board was scored against) with its track, so that scorers elsewhere probe
+    only the submission and compare it with the same features (docs/scoring.md).
+
+    Args:
+        track: registered track id or a track directory.
+        board: leaderboard root holding <board>/<track id>/.
+        dest: a registry root (writes <dest>/<track id>/v<version>/reference_features/);
+            default: the repository's registry.
+    """
+    from challenge.scoring.board import load_records
+    from challenge.scoring.reference import FOLDER, publish_board_reference
+    from challenge.track import local_registry
+
+    tr = resolve_track(track)
+    root = Path(dest) if dest is not None else local_registry()
+    folder = root / tr.spec.track_id / f"v{tr.spec.version}" / FOLDER
+    if not (folder.parent / "manifest.json").exists():
+        raise ConfigError(
+            f"{folder.parent} holds no published {tr.spec.track_id} v{tr.spec.version}; "
+            "`plateau publish` it first",
+            field="dest",
+        )
+    path = publish_board_reference(tr, load_records(tr.spec.track_id, board), folder)
+    print(f"published {path}")
+    return path
+
+
 def rescore(track: str = DEFAULT_TRACK, board: Path = Path("leaderboard")) -> None:
     """Re-make every record of <board>/<track id>/ under the current scorer version and
     classifier from the per-point features it stores (no model run; e.g. scorer 2.0 -> 2.1, the
@@ -214,7 +247,7 @@ def main(cfg: MainCommand) -> None:
     render the leaderboard. A line on stderr as each entry starts and finishes says where it is
     (entry i of n, time elapsed, time left); interrupted (Ctrl-C), the same command resumes it
     from the caches."""
-    from baselines.generators import GENERATORS
+    from baselines.catalog import GENERATORS
     from challenge.pipeline import run_main
 
     tr = resolve_track(cfg.track)
@@ -235,8 +268,13 @@ class VerifyCommand(ScoreConfig):
     """seed of the generator's sample"""
     class_name: str | None = None
     """the generator class, when the file defines several"""
+    tier: Literal["rows", "statistics"] = "rows"
+    """rows: fit(track, lm) on the public split (recorded as synthetic); statistics:
+    fit(stats, sae) on the track's statistics artifact and its SAE, no split in the sandbox
+    (recorded in the statistics section)"""
     with_sae: bool = True
-    """give the generator the track's SAE (track.sae()); trained first when missing"""
+    """give the generator the track's SAE (track.sae()); trained first when missing (the
+    statistics tier always has it)"""
     wall_seconds: float = 600.0
     """wall-clock limit of the sandboxed run"""
     cpu_seconds: int = 1200
@@ -252,12 +290,25 @@ class VerifyCommand(ScoreConfig):
     heldout: Path | None = None
     """score against this private test split (`plateau build --private`)"""
 
+    def __post_init__(self) -> None:
+        from challenge import checks
+
+        super().__post_init__()
+        checks.choice(self.tier, ("rows", "statistics"), "tier")
+        if self.tier == "statistics" and not self.with_sae:
+            raise ConfigError(
+                "the statistics tier needs the SAE its artifact was built with; drop --no-with-sae",
+                field="with_sae",
+            )
+
 
 def verify_generator(generator_file: Path, /, cfg: VerifyCommand = VerifyCommand()) -> ScoreReport:
     """Run a generator file (a class with fit(track, lm) and sample(n, *, seed)) in the
     bubblewrap sandbox (only the public split and the SAE; no model, held-out split or
     network; time and memory limits), then validate, score and record its output as a
-    verified synthetic entry (docs/integrity.md)."""
+    verified synthetic entry (docs/integrity.md). With --tier statistics the class has
+    fit(stats, sae) and the sandbox holds only the track's statistics artifact and its SAE (no
+    split); the entry goes to the statistics section."""
     from challenge.sandbox import SandboxLimits
     from challenge.sandbox import verify_generator as _verify
 
@@ -265,11 +316,15 @@ def verify_generator(generator_file: Path, /, cfg: VerifyCommand = VerifyCommand
         raise ConfigError("give the entry a name (--name)", field="name")
     tr = _track(cfg.track, cfg.heldout)
     lm = _model(tr)
-    sae = None
+    sae, stats_dir = None, None
     if cfg.with_sae:
         from challenge.sae import track_sae
 
         sae = track_sae(resolve_track(cfg.track), lm=lm)
+    if cfg.tier == "statistics":  # the artifact (built when missing) and the SAE it names
+        from challenge.sandbox import statistics_sources
+
+        stats_dir, sae = statistics_sources(resolve_track(cfg.track))
     lim = SandboxLimits(
         wall_seconds=cfg.wall_seconds, cpu_seconds=cfg.cpu_seconds, memory_gb=cfg.memory_gb
     )
@@ -287,6 +342,8 @@ def verify_generator(generator_file: Path, /, cfg: VerifyCommand = VerifyCommand
         board=cfg.board,
         submissions=cfg.submissions,
         replace=cfg.replace,
+        tier=cfg.tier,
+        stats_dir=stats_dir,
     )
     from challenge.scoring.board import render
 

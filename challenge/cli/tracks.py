@@ -1,4 +1,4 @@
-"""Track commands: build, tracks, publish, download."""
+"""Track commands: build, build-statistics, tracks, publish, download."""
 
 from __future__ import annotations
 
@@ -67,6 +67,38 @@ def build(
     return path
 
 
+def build_statistics(track: str = DEFAULT_TRACK, /, k: int = 10, rebuild: bool = False) -> Path:
+    """Build a track's statistics artifact (the statistics tier's only view of the data:
+    aggregates of the public split over >= k rows each, and SAE latent statistics of the
+    track's SAE; docs/integrity.md) into the local cache; `plateau publish` ships it.
+
+    Args:
+        track: registered track id, a JSON TrackSpec file, or a built track directory.
+        k: the fewest public rows any statistic may aggregate.
+        rebuild: build even when the track publishes one or one is cached.
+    """
+    from challenge.statistics import StatisticsConfig
+    from challenge.statistics.published import (
+        published_statistics_dir,
+        statistics_cache_dir,
+        track_statistics,
+    )
+    from challenge.track import resolve_track
+
+    t0 = time.perf_counter()
+    tr = resolve_track(track)
+    cfg = StatisticsConfig(k=k)
+    stats = track_statistics(tr, cfg, rebuild=rebuild)
+    path = (None if rebuild else published_statistics_dir(tr)) or statistics_cache_dir(tr, cfg)
+    size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+    print(
+        f"statistics artifact of {tr.spec.track_id} v{tr.spec.version} (k = {stats.k}, "
+        f"{stats.n_rows} public rows) -> {path} ({size / 1e6:.1f} MB, "
+        f"{time.perf_counter() - t0:.1f} s)"
+    )
+    return path
+
+
 def tracks() -> None:
     """List the registered track specs."""
     from challenge.track import TRACKS
@@ -79,7 +111,12 @@ def tracks() -> None:
 
 
 def publish(
-    track_dir: Path, dest: str, /, sae: tuple[Path, ...] = (), board_saes: bool = True
+    track_dir: Path,
+    dest: str,
+    /,
+    sae: tuple[Path, ...] = (),
+    board_saes: bool = True,
+    statistics: bool = True,
 ) -> None:
     """Publish a built track: to the hub (`hf://<org>/<repo>`) or to a local registry directory,
     with its SAEs (SAELens layout + checksummed manifest, fetched by `plateau download`).
@@ -88,17 +125,27 @@ def publish(
         sae: more SAE folders to publish with the track.
         board_saes: also publish the SAEs the board's generators use (the track's default local
             and e2e SAEs, where trained), so every machine scores with the same ones.
+        statistics: also publish the track's statistics artifact (`plateau build-statistics`),
+            where built.
     """
     from challenge.sae.track import board_sae_dirs
+    from challenge.statistics.published import published_statistics_dir, statistics_cache_dir
     from challenge.store import publish as _publish
     from challenge.track import load_track
 
+    tr = load_track(track_dir)
     dirs = list(sae)
     if board_saes:
-        dirs += [d for d in board_sae_dirs(load_track(track_dir)) if d not in dirs]
-    print(_publish(track_dir, dest, saes=dirs))
+        dirs += [d for d in board_sae_dirs(tr) if d not in dirs]
+    art = None
+    if statistics and published_statistics_dir(tr) is None:
+        cached = statistics_cache_dir(tr)
+        art = cached if (cached / "manifest.json").exists() else None
+    print(_publish(track_dir, dest, saes=dirs, statistics=art))
     for d in dirs:
         print(f"  with SAE {d.name}")
+    if art is not None:
+        print(f"  with the statistics artifact {art}")
 
 
 def download(

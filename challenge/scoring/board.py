@@ -4,7 +4,7 @@
 leaderboard/<track_id>/<submission>.json   score report (schema-validated)
 leaderboard/<track_id>/<submission>.png    its feature distributions vs held-out real
 leaderboard/<track_id>/<submission>.npz    its arrays (per-point features, bootstrap scores)
-leaderboard/<track_id>/README.md           one table per section; synthetic entries ranked by
+leaderboard/<track_id>/README.md           one table per section; statistics-tier entries ranked by
                                            paired bootstrap differences (ties share a rank)
 leaderboard/<track_id>/scores.png          every entry's score and 95 % interval, by section
 leaderboard/<track_id>/plateaus.png        per entry: the share of its points whose plateau
@@ -15,7 +15,9 @@ leaderboard/<track_id>/null_band.cache     the real-vs-real null band's draws (J
 ```
 
 Sections (``SECTIONS``), from the record's ``submission.access`` that only the organiser's tools
-write (``challenge.access``; never the free-text ``uses``): **synthetic** entries are ranked;
+write (``challenge.access``; never the free-text ``uses``): **statistics**-tier entries (generators
+that see the statistics artifact and the SAE, never a row) are ranked; **synthetic** entries (the
+rows tier: generators that see public rows) are listed unranked, since moved rows can enter it;
 **reference** lines (the model run on other prompts, real rows, SAE reconstructions of real
 rows) are shown for comparison and never ranked; **unverified** entries (activations whose
 making nobody checked, and records without an access record) are listed in their own section,
@@ -26,7 +28,7 @@ Beside the clipped score each row shows the unclipped ``2 (1 - AUC)``, whether i
 above the lower end of the board's real-vs-real null band (the ``heldout_real`` record's two
 real halves under label swaps: *indistinguishable from real*), and a second statistic (the
 energy distance of the standardised features, with the null from the same swaps); the band,
-how it was drawn and how the synthetic order changes under the second statistic are printed
+how it was drawn and how the ranked order changes under the second statistic are printed
 above the tables (:mod:`challenge.scoring.null`).
 
 Every submitted string is escaped (``html.escape``; :func:`md_escape` for markdown), and no
@@ -69,8 +71,9 @@ SCORE_TEXT = (
     "probes (radius around each point, sharpness toward its nearest real neighbour) from those "
     "of held-out real activations in the same contexts: 1 = indistinguishable, 0 = always told "
     "apart. Intervals: 95 % bootstrap over scored rows, each with its contexts and reference "
-    "partner. Synthetic entries are ranked by paired "
-    "bootstrap differences: an entry not resolved from the one above shares its rank (tied). "
+    "partner. Statistics-tier entries are ranked by paired "
+    "bootstrap differences: an entry not resolved from the one above shares its rank (tied); "
+    "the other sections show the same paired difference to the entry above, without a rank. "
     "Beside it: the unclipped 2 (1 - AUC) (above 1 when the classifier does worse than chance), "
     "the mark indistinguishable from real for an unclipped score at or above the lower end of "
     "the board's real-vs-real null band (below), and a second statistic that uses no "
@@ -93,11 +96,22 @@ COLUMNS = [
     ("generator", "generator"),
 ]
 SECTIONS = {
+    "statistics": (
+        "Statistics tier (ranked)",
+        "Generators that never see a real row: they get the track's statistics artifact "
+        "(aggregates of the public split, each over at least k public rows: moments, per-token "
+        "moments, SAE latent statistics; `plateau build-statistics`) and the track's SAE, "
+        "nothing else, and are run by the organiser: in the sandbox (`plateau verify-generator "
+        "--tier statistics`) or as an in-repo generator whose declared access is enforced. The "
+        "only ranked section: a row moved inside its plateau cannot enter it.",
+    ),
     "synthetic": (
-        "Synthetic entries (ranked)",
-        "Model-free generators (the public split and the track's SAE, nothing else), run by the "
+        "Rows tier (not ranked: moved public rows can enter it)",
+        "Model-free generators that see the public split's rows and the track's SAE, run by the "
         "organiser: in the sandbox (`plateau verify-generator`) or as an in-repo generator "
-        "whose declared access is enforced.",
+        "whose declared access is enforced. Listed with their tie to the entry above but not "
+        "ranked: a generator that moves public rows inside their plateaus passes the copy check "
+        "and reaches the top of this tier (docs/integrity.md, the attack table).",
     ),
     "reference": (
         "Reference lines (model-derived or real; not ranked)",
@@ -110,8 +124,15 @@ SECTIONS = {
         "from the model or from real rows, so they are listed apart, sorted but not ranked.",
     ),
 }
+RANKED = frozenset({"statistics"})
+"""The sections whose entries get a rank."""
 MAX_RECORD_BYTES = 8 << 20
-COLOURS = {"synthetic": "#1f77b4", "reference": "#7f7f7f", "unverified": "#ff7f0e"}
+COLOURS = {
+    "statistics": "#9467bd",
+    "synthetic": "#1f77b4",
+    "reference": "#7f7f7f",
+    "unverified": "#ff7f0e",
+}
 """Each section's colour in the board's figures."""
 
 
@@ -205,7 +226,7 @@ def _bootstrap(rep: ScoreReport) -> np.ndarray:
 
 class BoardRows(list):
     """A board's rows (a list of dicts) with what belongs to the whole board: the real-vs-real
-    null band (``None``, and ``band_reason`` why not) and the synthetic entries' rank change
+    null band (``None``, and ``band_reason`` why not) and the ranked entries' rank change
     under the second statistic (``None``: fewer than two with features)."""
 
     band: NullBand | None = None
@@ -217,10 +238,11 @@ REAL_MARK = "indistinguishable from real"
 
 
 def load_entries(track_id: str, root: Path = ROOT) -> list[dict]:
-    """The board's rows, grouped by section (``SECTIONS`` order), each sorted by score; synthetic
-    entries are ranked by paired bootstrap differences (``challenge.scoring.ranking``: an entry not
-    resolved from the one above shares its rank, ``tie`` says by how much); ``rank`` is
-    ``None`` outside the synthetic section. See :func:`load_records`."""
+    """The board's rows, grouped by section (``SECTIONS`` order), each sorted by score; the
+    entries of a ranked section (``RANKED``: the statistics tier) are ranked by paired bootstrap
+    differences (``challenge.scoring.ranking``: an entry not resolved from the one above shares
+    its rank); ``tie`` says by how much in every section; ``rank`` is ``None`` outside the
+    ranked sections. See :func:`load_records`."""
     return entries_of(load_records(track_id, root))
 
 
@@ -247,7 +269,7 @@ def entries_of(recs: dict[Path, ScoreReport]) -> BoardRows:
             unclipped, energy = record_unclipped(rep), second_statistic(rep)
             rows.append(
                 {
-                    "rank": r.rank if key == "synthetic" else None,
+                    "rank": r.rank if key in RANKED else None,
                     "name": sub["name"],
                     "section": key,
                     "verified_by": category(rep)[1],
@@ -333,7 +355,7 @@ def null_text(rows: list[dict], code: str = "`", em: str = "*") -> str:
         )
         shifted = ", ".join(f"{n} {a} -> {b}" for n, a, b in ranks.shifted) or "none"
         text += (
-            f" Ordered by energy distance instead of score, the {ranks.n} synthetic entries "
+            f" Ordered by energy distance instead of score, the {ranks.n} ranked entries "
             f"keep Kendall's tau = {ranks.tau:.2f}; entries leaving their score-rank tie "
             f"group: {moved}; every position that changes (by score -> by energy distance, "
             f"shown as #k in the energy column): {shifted}."
@@ -378,7 +400,7 @@ def data_line(rows: list[dict], code: str = "`") -> str:
 
 
 def plot_scores(track_id: str, rows: list[dict], path: Path) -> Path:
-    """Every entry's score with its 95 % interval: synthetic entries (by rank), then the
+    """Every entry's score with its 95 % interval: statistics-tier entries (by rank), then the
     reference lines and unverified entries in their own colours."""
     import matplotlib
 
@@ -582,7 +604,7 @@ th,td{{border:1px solid #ccc;padding:4px 8px;font-size:14px;vertical-align:top}}
 th{{background:#eef;cursor:pointer;user-select:none}} th.sorted{{background:#ccf}}
 </style></head><body>
 <h1>Plateau challenge leaderboard: <code>{e(track_id)}</code></h1>
-<p>{e(SCORE_TEXT)} Only synthetic entries are ranked (docs/integrity.md). Click a column to sort.</p>
+<p>{e(SCORE_TEXT)} Only statistics-tier entries are ranked (docs/integrity.md). Click a column to sort.</p>
 <p>{e(data_line(rows, code=""))}</p>
 <p>{e(null_text(rows, code="", em=""))}</p>
 <p><img src="./scores.png" alt="every entry's score with its 95 % interval"></p>

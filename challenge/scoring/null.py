@@ -384,7 +384,7 @@ def board_band(
 # ---------------------------------------------------------------------------- rank changes
 @dataclass
 class RankChange:
-    """How the synthetic entries' order changes when ranked by the second statistic."""
+    """How the ranked entries' order changes when ranked by the second statistic."""
 
     tau: float
     """Kendall's tau-b between the scores and minus the energy distances"""

@@ -16,7 +16,7 @@ import os
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from jaxtyping import Float
@@ -37,6 +37,7 @@ from challenge.scoring.config import (
     ScoreConfig,
 )
 from challenge.scoring.probing import make_slots, round_features, track_identity
+from challenge.scoring.reference import published_reference
 from challenge.scoring.report import (
     ScoredTrack,
     ScoreReport,
@@ -58,6 +59,7 @@ def score_points(
     progress: bool = True,
     distributed: DistributedConfig | None = None,
     cache: bool = True,
+    reference: Literal["published", "probe"] = "published",
 ) -> ScoreReport:
     """Score report (with its arrays) for a set of candidate activations (``progress``: a bar
     per engine call on stderr). Every row is scored unless ``cfg.n_points`` asks for fewer.
@@ -65,7 +67,13 @@ def score_points(
     is false: scoring the same rows again, or with more contexts per row, probes only what is
     new. ``distributed``: the probes' engine chunks run on those workers
     (``challenge.distributed_engine``; the same report, bit for bit), resumable after an
-    interruption."""
+    interruption.
+
+    ``reference``: ``"published"`` reads the reference half's features published with the
+    track for this config and ``n`` when there are any (``challenge.scoring.reference``: the
+    board's own, so every entry is compared with the same features, and only the submission
+    is probed), else probes them here; ``"probe"`` always probes them here. The record's
+    provenance says which (``reference_features``)."""
     n_max = min(len(points), track.required_n)
     n = n_max if cfg.n_points is None else min(cfg.n_points, n_max)
     if n < 2 * cfg.classifier.n_folds:
@@ -77,8 +85,14 @@ def score_points(
     slots = make_slots(track, n, cfg)
     rows = rng.subset(len(points), n, cfg.seed, "scorer.rows")
     key = ("score", track_identity(track), cfg, lm.spec, points[rows])
+    if reference not in ("published", "probe"):
+        raise ConfigError(f"must be 'published' or 'probe', got {reference!r}", field="reference")
+    pub = published_reference(track, cfg, n) if reference == "published" else None
     with resumable(distributed, *key):
-        ref = round_features(track, engine, None, slots, n, cfg, cache)
+        if pub is None:
+            ref = round_features(track, engine, None, slots, n, cfg, cache)
+        else:
+            ref = pub[0]
         sub = round_features(track, engine, points[rows], slots, n, cfg, cache)
     head, per, arrays = compare(ref, sub, cfg)
     arrays["rows"] = rows.numpy()
@@ -94,9 +108,25 @@ def score_points(
         config=cfg,
         headline=head,
         features=per,
-        provenance=provenance(lm.provenance | engine.describe()),
+        provenance=provenance(lm.provenance | engine.describe() | _reference_source(pub)),
         arrays=arrays,
     )
+
+
+def _reference_source(pub: tuple[dict, dict] | None) -> dict[str, Any]:
+    """The provenance entry saying where the reference features came from (none when they were
+    probed in this run, as in every record made before they were published)."""
+    if pub is None:
+        return {}
+    meta = pub[1]
+    return {
+        "reference_features": {
+            "source": "published",
+            "file": meta["file"],
+            "sha256": meta["sha256"],
+            "probed_on": meta["probed_on"],
+        }
+    }
 
 
 def score_submission(

@@ -480,7 +480,7 @@ def save_statistics(stats: TrackStatistics, out_dir: str | Path) -> dict[str, An
 def verify_statistics(art_dir: str | Path) -> dict[str, Any]:
     """Check every file of an artifact against its manifest; ``TrackIntegrityError`` naming the
     file on a missing, extra or changed file."""
-    from challenge.store import sha256_file
+    from challenge.store import verify_listed_files
 
     art_dir = Path(art_dir)
     mpath = art_dir / MANIFEST
@@ -500,21 +500,7 @@ def verify_statistics(art_dir: str | Path) -> dict[str, Any]:
     for need in (TENSORS_FILE, META_FILE):
         if need not in files:
             raise TrackIntegrityError(f"the manifest does not list {need}", file=str(mpath))
-    present = {p.name for p in art_dir.iterdir() if p.is_file() and p.name != MANIFEST}
-    extra = sorted(present - set(files))
-    if extra:
-        raise TrackIntegrityError(f"files not in the manifest: {extra}", file=str(art_dir))
-    for name, info in sorted(files.items()):
-        p = art_dir / name
-        if not p.is_file():
-            raise TrackIntegrityError("listed in the manifest but missing", file=str(p))
-        got = sha256_file(p)
-        if got != info.get("sha256"):
-            raise TrackIntegrityError(
-                f"checksum mismatch: expected {str(info.get('sha256'))[:16]}..., got {got[:16]}...",
-                file=str(p),
-                field="sha256",
-            )
+    verify_listed_files(art_dir, files, MANIFEST)
     if _files_checksum(files) != manifest.get("sha256"):
         raise TrackIntegrityError("checksum mismatch", file=str(mpath), field="sha256")
     return manifest

@@ -27,9 +27,10 @@ FLAGS = [
 
 
 SYNTHETIC = {"category": "synthetic", "verified_by": "in_repo", "access": ["public"]}
+STATISTICS = {"category": "statistics", "verified_by": "in_repo", "access": ["statistics", "sae"]}
 
 
-def _report(name, score, ks, access=SYNTHETIC, **changes):
+def _report(name, score, ks, access=STATISTICS, **changes):
     """A real-format record: the committed ``gaussian`` record, renamed and re-scored, with the
     organiser's ``access`` record (``None``: none, as a bare ``score`` report has)."""
     rep = json.loads((BOARD / "gaussian.json").read_text())
@@ -91,8 +92,10 @@ def test_sections_come_from_the_access_record_not_from_uses(tmp_path):
     docs = {
         "oracle": _report("oracle", 0.99, 0.05, REFERENCE),
         "claims": _report("claims", 0.95, 0.06, None),  # no access record: unverified
-        "mid": _report("mid", 0.3, 0.3),
-        "top": _report("top", 0.5, 0.2),
+        "mid": _report("mid", 0.3, 0.3, SYNTHETIC),
+        "top": _report("top", 0.5, 0.2, SYNTHETIC),
+        "s_lo": _report("s_lo", 0.2, 0.3),
+        "s_hi": _report("s_hi", 0.45, 0.2),
         "lone": _report(
             "lone", 0.97, 0.05, {"category": "unverified", "verified_by": "none", "access": []}
         ),
@@ -103,14 +106,21 @@ def test_sections_come_from_the_access_record_not_from_uses(tmp_path):
     rows = load_entries("trk", tmp_path)
     got = [(r["section"], r["name"], r["rank"]) for r in rows]
     assert got == [
-        ("synthetic", "top", 1), ("synthetic", "mid", 2), ("reference", "oracle", None),
+        ("statistics", "s_hi", 1), ("statistics", "s_lo", 2),
+        ("synthetic", "top", None), ("synthetic", "mid", None), ("reference", "oracle", None),
         ("unverified", "lone", None), ("unverified", "claims", None),
     ]  # fmt: skip
+    by = {r["name"]: r for r in rows}
+    assert by["mid"]["tie"].startswith("below: -0.200")  # the rows tier keeps its paired diff
     md = render_markdown("trk", rows)
-    syn, ref, unv = (md.index(f"## {t}") for t in ("Synthetic", "Reference", "Unverified"))
-    assert syn < md.index("| 1 | top |") < md.index("| 2 | mid |") < ref
+    st, syn, ref, unv = (
+        md.index(f"## {t}") for t in ("Statistics tier", "Rows tier", "Reference", "Unverified")
+    )
+    assert st < md.index("| 1 | s_hi |") < md.index("| 2 | s_lo |") < syn
+    assert syn < md.index("| - | top |") < md.index("| - | mid |") < ref
     assert ref < md.index("| - | oracle |") < unv < md.index("| - | lone |")
     page = render_html("trk", rows)
+    assert page.index('id="board-statistics"') < page.index("row-s_hi") < page.index("row-s_lo")
     assert page.index('id="board-synthetic"') < page.index("row-top") < page.index("row-mid")
     assert page.index('id="board-reference"') < page.index("row-oracle")
 
@@ -347,6 +357,10 @@ def test_the_null_band_marks_entries_and_is_printed_above_the_tables(tmp_path):
     for name in ("heldout_real", "gaussian", "token_cluster"):
         for ext in (".json", ".npz"):
             shutil.copy(quick / f"{name}{ext}", d / f"{name}{ext}")
+    for name in ("gaussian", "token_cluster"):  # ranked, so the second statistic's tau is printed
+        doc = json.loads((d / f"{name}.json").read_text())
+        doc["submission"]["access"] |= {"category": "statistics"}
+        (d / f"{name}.json").write_text(json.dumps(doc))
     rows = render(d.name, tmp_path)
     band = rows.band
     assert band is not None and len(band.unclipped) == 40 and band.lo < 1 < band.hi
@@ -357,8 +371,8 @@ def test_the_null_band_marks_entries_and_is_printed_above_the_tables(tmp_path):
     assert by["gaussian"]["real"] == "below band" and by["gaussian"]["energy_null"]
     assert by["heldout_real"]["real"] == REAL_MARK
     md = (d / "README.md").read_text()
-    assert md.index("Real-vs-real null band: ") < md.index("## Synthetic")
+    assert md.index("Real-vs-real null band: ") < md.index("## Statistics tier")
     assert f"{band.lo:.3f} to {band.hi:.3f}" in md and "40 label swaps" in md
     assert "Kendall's tau" in md
     page = (d / "index.html").read_text()
-    assert page.index("Real-vs-real null band: ") < page.index('id="board-synthetic"')
+    assert page.index("Real-vs-real null band: ") < page.index('id="board-statistics"')

@@ -158,7 +158,7 @@ def test_round_trip_verifies_checksums_and_refuses_a_tampered_file(stats, tmp_pa
         p = d / name
         good = p.read_bytes()
         p.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
-        with pytest.raises(TrackIntegrityError, match="checksum mismatch") as e:
+        with pytest.raises(TrackIntegrityError, match="sha256 mismatch: expected") as e:
             load_statistics(d)
         assert e.value.file == str(p)
         p.write_bytes(good)
