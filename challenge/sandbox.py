@@ -713,14 +713,10 @@ def statistics_sources(track: TrackLike) -> tuple[Path, Any]:
     statistics artifact (the published one, else the one cached on this machine, built when
     missing: ``challenge.statistics.published.statistics_inputs``) and the SAE it was built
     with (refused when the track's SAE differs from the one the artifact names)."""
-    from challenge.statistics.published import (
-        published_statistics_dir,
-        statistics_cache_dir,
-        statistics_inputs,
-    )
+    from challenge.statistics.published import statistics_dir, statistics_inputs
 
     _, sae = statistics_inputs(track)
-    return published_statistics_dir(track) or statistics_cache_dir(track), sae
+    return statistics_dir(track), sae
 
 
 def verify_generator(

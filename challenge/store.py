@@ -411,6 +411,20 @@ def write_sae_manifest(sae_dir: str | Path, name: str | None = None) -> dict[str
     return manifest
 
 
+def read_manifest(mpath: Path, what: str) -> dict[str, Any]:
+    """A folder manifest (a JSON object with a ``files`` mapping); ``TrackIntegrityError``
+    naming it when it is missing or malformed (``what``: the folder's kind, for the message)."""
+    if not mpath.is_file():
+        raise TrackIntegrityError(f"{what} without a manifest", file=str(mpath))
+    try:
+        manifest = json.loads(mpath.read_text())
+        if not isinstance(manifest["files"], dict):
+            raise TypeError("files is not a mapping")
+    except (ValueError, KeyError, TypeError) as e:
+        raise TrackIntegrityError(f"malformed {what} manifest ({e})", file=str(mpath)) from None
+    return manifest
+
+
 def verify_listed_files(folder: Path, listed: dict[str, Any], manifest_name: str) -> None:
     """Check ``folder``'s files against a manifest's ``files`` (``{name: {"sha256": ...}}``):
     ``TrackIntegrityError`` naming the file on an extra file (any but ``manifest_name``), a
@@ -438,14 +452,8 @@ def verify_sae(sae_dir: str | Path) -> dict[str, Any]:
     file on any missing, extra or changed file."""
     sae_dir = Path(sae_dir)
     mpath = sae_dir / SAE_MANIFEST
-    if not mpath.is_file():
-        raise TrackIntegrityError("published SAE without a manifest", file=str(mpath))
-    try:
-        manifest = json.loads(mpath.read_text())
-        listed = manifest["files"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise TrackIntegrityError(f"malformed SAE manifest: {e}", file=str(mpath)) from None
-    verify_listed_files(sae_dir, listed, SAE_MANIFEST)
+    manifest = read_manifest(mpath, "published SAE")
+    verify_listed_files(sae_dir, manifest["files"], SAE_MANIFEST)
     if sae_checksum(sae_dir) != manifest.get("sha256"):
         raise TrackIntegrityError("checksum mismatch", file=str(mpath), field="sha256")
     return manifest

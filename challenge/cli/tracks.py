@@ -78,18 +78,14 @@ def build_statistics(track: str = DEFAULT_TRACK, /, k: int = 10, rebuild: bool =
         rebuild: build even when the track publishes one or one is cached.
     """
     from challenge.statistics import StatisticsConfig
-    from challenge.statistics.published import (
-        published_statistics_dir,
-        statistics_cache_dir,
-        track_statistics,
-    )
+    from challenge.statistics.published import statistics_dir, track_statistics
     from challenge.track import resolve_track
 
     t0 = time.perf_counter()
     tr = resolve_track(track)
     cfg = StatisticsConfig(k=k)
     stats = track_statistics(tr, cfg, rebuild=rebuild)
-    path = (None if rebuild else published_statistics_dir(tr)) or statistics_cache_dir(tr, cfg)
+    path = statistics_dir(tr, cfg, rebuild=rebuild)
     size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
     print(
         f"statistics artifact of {tr.spec.track_id} v{tr.spec.version} (k = {stats.k}, "

@@ -480,17 +480,12 @@ def save_statistics(stats: TrackStatistics, out_dir: str | Path) -> dict[str, An
 def verify_statistics(art_dir: str | Path) -> dict[str, Any]:
     """Check every file of an artifact against its manifest; ``TrackIntegrityError`` naming the
     file on a missing, extra or changed file."""
-    from challenge.store import verify_listed_files
+    from challenge.store import read_manifest, verify_listed_files
 
     art_dir = Path(art_dir)
     mpath = art_dir / MANIFEST
-    if not mpath.is_file():
-        raise TrackIntegrityError("statistics artifact without a manifest", file=str(mpath))
-    try:
-        manifest = json.loads(mpath.read_text())
-        files = manifest["files"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise TrackIntegrityError(f"malformed manifest ({e})", file=str(mpath)) from None
+    manifest = read_manifest(mpath, "statistics artifact")
+    files = manifest["files"]
     if manifest.get("format") != FORMAT:
         raise TrackIntegrityError(
             f"unknown format {manifest.get('format')!r}, expected {FORMAT}",

@@ -45,6 +45,15 @@ def statistics_cache_dir(track: Any, cfg: StatisticsConfig | None = None) -> Pat
     return cache_root() / "statistics" / track.spec.track_id / f"v{track.spec.version}" / f"k{k}"
 
 
+def statistics_dir(
+    track: Any, cfg: StatisticsConfig | None = None, *, rebuild: bool = False
+) -> Path:
+    """Where :func:`track_statistics` reads the track's artifact from: the published one
+    (unless ``rebuild``), else this machine's cache for ``cfg`` (which may not exist yet)."""
+    pub = None if rebuild else published_statistics_dir(track)
+    return pub or statistics_cache_dir(track, cfg)
+
+
 def verify_published_statistics(track_dir: str | Path) -> dict[str, Any] | None:
     """The manifest of the artifact published in ``track_dir`` after checking every file
     (``None`` when the track has none)."""
@@ -66,8 +75,8 @@ def track_statistics(
     its config), else the one cached on this machine for ``cfg``, else (``build``) built from
     the public split and ``sae`` (default: the track's SAE, ``challenge.sae.track_sae``, which
     must exist) and cached. Verified on every load."""
-    pub = published_statistics_dir(track)
-    if pub is not None and not rebuild:
+    pub = None if rebuild else published_statistics_dir(track)
+    if pub is not None:
         stats = load_statistics(pub)
         if cfg is not None and stats.config != cfg:
             raise ConfigError(
