@@ -20,7 +20,14 @@ from torch import Tensor
 
 from challenge import checks
 from challenge.engine import PerturbationEngine
-from challenge.probes import ProbeConfig, RadiusSearch, Slots, search_radii
+from challenge.probes import (
+    ProbeConfig,
+    RadiusSearch,
+    Slots,
+    p2_directions,
+    p2dir_radii,
+    search_radii,
+)
 from challenge.schemas import JSON_CONFIG
 
 JOINT_PROBES = ("p2dir", "sae", "fisher")
@@ -122,18 +129,6 @@ def joint_features(feats: dict[str, np.ndarray], radius_kl: float = 0.1) -> dict
     return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
 
 
-def p2_directions(
-    points: Float[Tensor, "n d"], near: Float[Tensor, "n d"], fallback: Float[Tensor, "n d"]
-) -> tuple[Float[Tensor, "n d"], Float[np.ndarray, " n"]]:
-    """The P2 path's unit direction ``(near - v) / |near - v|`` and the distance ``|near - v|``
-    (float64); ``fallback`` (a unit vector) where the point is its nearest row (distance 0)."""
-    delta = near.double() - points.double()
-    dist = delta.norm(dim=-1)
-    ok = dist > 0
-    u = torch.where(ok[:, None], delta / dist.clamp_min(1e-300)[:, None], fallback.double())
-    return u.float(), dist.numpy()
-
-
 def sae_directions(
     sae, points: Float[Tensor, "n d"], m: int
 ) -> tuple[Float[Tensor, "n m d"], Float[np.ndarray, "n m"]]:
@@ -230,8 +225,7 @@ def run_joint_probes(
     todo = joint.probes if only is None else tuple(p for p in joint.probes if p in only)
     fallback = slots.dirs[:n, 0]
     if "p2dir" in todo:
-        u, dist = p2_directions(points, near, fallback)
-        r = search_radii(engine, tok, points, torch.stack([u, -u], 1), cfg, norm, search, per * 3)
+        r, dist = p2dir_radii(engine, tok, points, near, fallback, cfg, norm, search)
         with np.errstate(divide="ignore"):
             frac = np.where(dist > 0, np.log(r[:, 0] / np.where(dist > 0, dist, 1.0)), np.nan)
         lr = np.log(r / norm)

@@ -21,12 +21,21 @@ and runs the perturbation engine around it:
   on KL and L2 (``metrics.max_slope_step``, suite definition on normalised curves).
 - ``p2``: P2 sharpness (``metrics.sharpness``) of the path from ``v`` to its nearest public real
   activation, on KL and L2.
+- ``p2dir``: the radius probe along the P2 path's own direction ``u`` (the unit vector toward
+  the nearest public real activation) and along ``-u`` (:func:`p2dir_radii`); features
+  ``p2dir.toward_log`` and ``p2dir.away_log`` (``log r`` over the write norm, as the radius
+  probe's) and, where the ``radius`` probe runs too, ``joint.toward_vs_iso`` /
+  ``joint.away_vs_iso`` (each minus ``radius.mean_log``: the plateau along the one direction P2
+  looks at against its mean extent). It ties the radius and P2 blocks of one point together
+  (docs/joint-probes.md): real radius and sharpness blocks glued across points no longer look
+  real. The distance to the nearest public row is not a feature (it is not a plateau property).
 
 Which probes the scorer uses is chosen by their measured real-vs-N(mu, Sigma) separation
 (``benchmarks/probe_separation.py``, ``docs/scoring.md``).
 
-Joint probes (``challenge.joint_probes.JointProbes``, docs/joint-probes.md; not on the board) tie one point's
-plateau together: the radius along the P2 path's own direction (``p2dir``), along the point's
+Joint probes (``challenge.joint_probes.JointProbes``, docs/joint-probes.md; candidates measured
+there, ``p2dir`` is also a probe here) tie one point's plateau together: the radius along the P2
+path's own direction (``p2dir``), along the point's
 top SAE latents' decoder directions (``sae``), the curvature and quadratic fit along the most
 sensitive direction (``fisher``), and derived ``joint.*`` features relating probes
 (:func:`joint_features`). They reuse :func:`radius` (or the run's :class:`RadiusSearch`) and the
@@ -54,7 +63,7 @@ from challenge.schemas import JSON_CONFIG
 if TYPE_CHECKING:
     from challenge.joint_probes import JointProbes
 
-PROBES = ("radius", "ap", "p1", "p2")
+PROBES = ("radius", "ap", "p1", "p2", "p2dir")
 RADIUS_METHODS = ("bisect", "illinois")
 
 
@@ -66,7 +75,7 @@ class ProbeConfig:
     __pydantic_config__ = JSON_CONFIG
 
     probes: tuple[str, ...] = ("radius", "ap")
-    """Probes run (of ``radius``, ``ap``, ``p1``, ``p2``)."""
+    """Probes run (of ``radius``, ``ap``, ``p1``, ``p2``, ``p2dir``)."""
     n_directions: int = 8
     """Radius: random directions per point."""
     radius_kl: float = 0.1
@@ -460,6 +469,57 @@ def search_radii(
     return radius(*args, cfg.bisect_steps, max_rows=max_rows)
 
 
+def p2_directions(
+    points: Float[Tensor, "n d"], near: Float[Tensor, "n d"], fallback: Float[Tensor, "n d"]
+) -> tuple[Float[Tensor, "n d"], Float[np.ndarray, " n"]]:
+    """The P2 path's unit direction ``(near - v) / |near - v|`` and the distance ``|near - v|``
+    (float64); ``fallback`` (a unit vector) where the point is its nearest row (distance 0)."""
+    delta = near.double() - points.double()
+    dist = delta.norm(dim=-1)
+    ok = dist > 0
+    u = torch.where(ok[:, None], delta / dist.clamp_min(1e-300)[:, None], fallback.double())
+    return u.float(), dist.numpy()
+
+
+def p2dir_radii(
+    engine: PerturbationEngine,
+    tokens: Int[Tensor, "n pos"],
+    points: Float[Tensor, "n d"],
+    near: Float[Tensor, "n d"],
+    fallback: Float[Tensor, "n d"],
+    cfg: ProbeConfig,
+    norm: float,
+    search: RadiusSearch | None = None,
+) -> tuple[Float[np.ndarray, "n 2"], Float[np.ndarray, " n"]]:
+    """The radius probe's radii along ``+u`` and ``-u``, ``u`` the P2 path's direction toward
+    ``near`` (``fallback`` where the point is ``near``), and the distance to ``near``. Engine
+    calls chunk the points as the isotropic radius does (its memoised prefixes are shared)."""
+    u, dist = p2_directions(points, near, fallback)
+    per = max(1, engine.cfg.max_rows // (cfg.n_directions + 1))  # the isotropic radius' chunk
+    r = search_radii(engine, tokens, points, torch.stack([u, -u], 1), cfg, norm, search, per * 3)
+    return r, dist
+
+
+def p2dir_features(radii: Float[np.ndarray, "n 2"], norm: float) -> dict[str, np.ndarray]:
+    """The ``p2dir`` probe's own features from :func:`p2dir_radii`'s radii."""
+    lr = np.log(radii / norm)
+    return {"p2dir.toward_log": lr[:, 0], "p2dir.away_log": lr[:, 1]}
+
+
+def derived_features(feats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Features of one point that relate two probes' features, where both ran:
+    ``joint.toward_vs_iso`` / ``joint.away_vs_iso`` = ``p2dir.toward_log`` /
+    ``p2dir.away_log`` minus ``radius.mean_log`` (the same arithmetic as
+    :func:`challenge.joint_probes.joint_features`, which adds its own)."""
+    if "p2dir.toward_log" not in feats or "radius.mean_log" not in feats:
+        return {}
+    iso = feats["radius.mean_log"]
+    return {
+        "joint.toward_vs_iso": feats["p2dir.toward_log"] - iso,
+        "joint.away_vs_iso": feats["p2dir.away_log"] - iso,
+    }
+
+
 def run_probes(
     engine: PerturbationEngine,
     points: Float[Tensor, "n d"],
@@ -509,9 +569,19 @@ def run_probes(
         near = public[nearest(points, public)[1]]
         f = path_features(engine, tok, points, near, cfg.p2_steps, "p2")
         out |= {f"p2.{k}": v for k, v in f.items()}
+    if "p2dir" in cfg.probes:
+        if near is None:
+            near = public[nearest(points, public)[1]]
+        r, _ = p2dir_radii(engine, tok, points, near, slots.dirs[:n, 0], cfg, norm, search)
+        out |= p2dir_features(r, norm)
+    out |= derived_features(out)
     if joint is not None and joint.probes:
         from challenge.joint_probes import joint_features, run_joint_probes
 
+        if "p2dir" in cfg.probes and "p2dir" in joint.probes:
+            raise ValueError(
+                "p2dir runs as a probe of this config; leave it out of the joint probes"
+            )
         if near is None:
             near = public[nearest(points, public)[1]]
         out |= run_joint_probes(engine, points, slots, near, units, cfg, joint, search, sae)

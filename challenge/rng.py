@@ -108,6 +108,16 @@ STREAMS: dict[str, Stream] = {
     # the memorisation test (challenge.scoring.memorisation)
     "memorisation.relabel": Stream(0, doc="random public / holdout relabellings of the null"),
     "memorisation.resamples": Stream(1, doc="real-vs-real resamples of its calibration check"),
+    # plateaus over training (challenge.studies.training)
+    "training.init": Stream(0, 1000, "model initialisation"),
+    "training.split": Stream(1, 1000, "modadd's train / test split of the pairs"),
+    "training.batches": Stream(2, 1000, "the LM's training windows (index: the step)"),
+    "training.points": Stream(3, 1000, "real points probed (index: the part)"),
+    "training.directions": Stream(4, 1000, "random radius directions"),
+    "training.gaussian": Stream(5, 1000, "N(mu, Sigma) points (index: the part)"),
+    "training.lc": Stream(6, 1000, "local complexity's cross-polytope directions"),
+    "training.null": Stream(7, 1000, "step-shuffle null draws (index: the path group)"),
+    "training.bootstrap": Stream(8, 1000, "bootstrap resamples (index: the path group)"),
 }
 
 

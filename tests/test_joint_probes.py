@@ -29,7 +29,7 @@ from challenge.scoring import ScoreConfig
 from challenge.scoring.probing import make_slots
 
 BOARD_PROBE_JSON = {
-    "probes": ["radius", "p2"],
+    "probes": ["radius", "p2", "p2dir"],
     "n_directions": 6,
     "radius_kl": 0.1,
     "r_min": 0.02,

@@ -191,6 +191,34 @@ def publish_reference(
     return path
 
 
+def extend_records(
+    track: str = DEFAULT_TRACK,
+    /,
+    probes: tuple[str, ...] = ("p2dir",),
+    board: Path = Path("leaderboard"),
+    only: tuple[str, ...] = (),
+) -> None:
+    """Re-make a board's records with added probes: each record's stored features kept, only
+    the added probes run at its points in its slots (the reference's once), scored again and
+    written as it lands; then re-render the board. Each submission folder is validated again
+    and must be the one its record scored. Resumable: records that already run the probes are
+    skipped. Publish the widened reference with `plateau publish-reference` afterwards.
+
+    Args:
+        track: registered track id or a track directory.
+        probes: probes to add (e.g. p2dir).
+        board: leaderboard root holding <board>/<track id>/.
+        only: record names (default: every record of the board).
+    """
+    from challenge.models import load_model
+    from challenge.scoring.board import render, render_markdown
+    from challenge.scoring.extension import extend_records as _extend
+
+    tr = resolve_track(track)
+    _extend(tr, load_model(tr.spec.model), tuple(probes), board, tuple(only) or None)
+    print(render_markdown(tr.spec.track_id, render(tr.spec.track_id, board)))
+
+
 def rescore(track: str = DEFAULT_TRACK, board: Path = Path("leaderboard")) -> None:
     """Re-make every record of <board>/<track id>/ under the current scorer version and
     classifier from the per-point features it stores (no model run; e.g. scorer 2.0 -> 2.1, the

@@ -13,11 +13,13 @@ from challenge.atlas import AtlasConfig
 from challenge.cli._common import library_config, report
 from challenge.distributed import DistributedConfig
 from challenge.studies.boundaries import BoundariesConfig
+from challenge.studies.error_correction import ErrorCorrectionConfig
 from challenge.studies.layers import LayersConfig
 from challenge.studies.output_states import OutputStatesConfig
 from challenge.studies.sae_collapse import SAECollapseConfig
 from challenge.studies.sae_plateaus import SAEPlateausConfig
 from challenge.studies.steering import SteeringConfig
+from challenge.studies.training.config import TrainingConfig
 from challenge.track import DEFAULT_TRACK
 
 
@@ -107,6 +109,42 @@ def study_sae_collapse(cfg: SAECollapseCommand) -> None:
     from challenge.studies import sae_collapse
 
     report(sae_collapse.run(library_config(cfg), cfg.track, out=cfg.out, draw=cfg.plot))
+
+
+@dataclass
+class ErrorCorrectionCommand(ErrorCorrectionConfig, _On):
+    """Error correction (issue 33): the L^p exponent of pure vs mixed direction pairs, and the
+    growth exponent of KL ~ eps^p per direction family."""
+
+
+def study_error_correction(cfg: ErrorCorrectionCommand) -> None:
+    """Error correction (issue 33): are mixtures unit(a + b) of two feature directions (SAE,
+    contrastive) more robust than pure ones (L^p exponent > 2) while random / PCA pairs give
+    p ~ 2; and does KL(p(x) || p(x + eps |x| u)) grow faster than eps^2 along any family?"""
+    from challenge.studies import error_correction
+
+    report(error_correction.run(library_config(cfg), cfg.track, out=cfg.out, draw=cfg.plot))
+
+
+@dataclass
+class TrainingCommand(TrainingConfig):
+    """Issue 33 part 1: train a model with log-spaced checkpoints; plateaus, MLP boundaries and
+    local complexity at each."""
+
+    out: Path = Path("runs/studies/training")
+    """writes <out>/training_<model>.{json,npz,png}; checkpoints and caches under <out>/<model>/"""
+    plot: bool = True
+    """also draw training_<model>.png"""
+
+
+def study_training(cfg: TrainingCommand) -> None:
+    """Plateaus over training (the grokking link): train modadd (Nanda et al.'s modular addition)
+    or a 2-layer byte LM on CPU with log-spaced checkpoints (step 0 included), then at each the
+    plateau radius and P2 sharpness at real vs N(mu, Sigma) points, MLP flips along paths vs
+    output jumps, and local complexity; resumes from the checkpoints and caches."""
+    from challenge.studies.training import study
+
+    report(study.run(library_config(cfg), out=cfg.out, draw=cfg.plot))
 
 
 @dataclass

@@ -43,6 +43,8 @@ RESULT_CLASSES: dict[str, str] = {
     "sae_plateaus_result": "challenge.studies.sae_plateaus:SAEPlateausResult",
     "sae_collapse_result": "challenge.studies.sae_collapse:SAECollapseResult",
     "feature_finding_result": "challenge.studies.feature_finding:FeatureFindingResult",
+    "error_correction_result": "challenge.studies.error_correction:ErrorCorrectionResult",
+    "training_result": "challenge.studies.training.study:TrainingResult",
     "interactions_result": "challenge.interactions.results:InteractionsResult",
     "interactions_circuit_result": "challenge.interactions.circuit:CircuitResult",
     "track_sae_result": "challenge.pipeline:TrackSAEResult",

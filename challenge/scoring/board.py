@@ -68,7 +68,7 @@ ROOT = BOARD_ROOT
 SCORE_TEXT = (
     "Score = clip(2 (1 - AUC), 0, 1), the AUC averaged over five cross-fittings of a classifier "
     "telling the entry's plateau "
-    "probes (radius around each point, sharpness toward its nearest real neighbour) from those "
+    "probes (radius around each point, sharpness toward its nearest real neighbour, radius along that direction) from those "
     "of held-out real activations in the same contexts: 1 = indistinguishable, 0 = always told "
     "apart. Intervals: 95 % bootstrap over scored rows, each with its contexts and reference "
     "partner. Statistics-tier entries are ranked by paired "
@@ -90,6 +90,7 @@ COLUMNS = [
     ("real", "vs null band"),
     ("energy", "second statistic: energy distance"),
     ("mean_ks", "mean KS"),
+    ("memorisation", "memorisation test"),
     ("verified_by", "verified"),
     ("uses", "uses"),
     ("sae", "SAE (sha256)"),
@@ -287,6 +288,7 @@ def entries_of(recs: dict[Path, ScoreReport]) -> BoardRows:
                     if band is None or energy is None
                     else bool(energy > band.energy_hi),
                     "mean_ks": h.mean_ks,
+                    "memorisation": memorisation_text(rep),
                     "uses": _text(sub.get("uses")),
                     "sae": _sae_text(sub.get("sae")),
                     "track_sha256": rep.track.manifest_sha256,
@@ -302,6 +304,17 @@ def entries_of(recs: dict[Path, ScoreReport]) -> BoardRows:
     for r in rows:
         r["energy_rank"] = rows.ranks.positions.get(r["name"]) if rows.ranks else None
     return rows
+
+
+def memorisation_text(rep: ScoreReport) -> str:
+    """The memorisation test's verdict of a record (``validation.memorisation_*``): its p-value,
+    and "rows favour the public split" where it is at most alpha; "not run" for records made
+    before validation computed it."""
+    v = rep.validation or {}
+    if "memorisation_p" not in v:
+        return "not run"
+    verdict = "rows favour the public split" if v["memorisation_refused"] else "passed"
+    return f"{verdict} (p {v['memorisation_p']:.2g}, D+ {v['memorisation_ks']:.3f})"
 
 
 def null_text(rows: list[dict], code: str = "`", em: str = "*") -> str:

@@ -77,9 +77,13 @@ class ScoreConfig:
     holds), each in ``contexts_per_row`` slots; an integer scores a seeded subset of that many
     rows (quick runs)."""
     probes: ProbeConfig = field(
-        default_factory=lambda: ProbeConfig(probes=("radius", "p2"), n_directions=6, bisect_steps=7)
+        default_factory=lambda: ProbeConfig(
+            probes=("radius", "p2", "p2dir"), n_directions=6, bisect_steps=7
+        )
     )
-    """The probes run at every point, and their constants."""
+    """The probes run at every point, and their constants. ``p2dir`` joined the board on
+    2026-12-08 (challenge v3; docs/joint-probes.md, "At the board's size"): without it, real
+    radius and sharpness blocks glued across points score inside the real-vs-real band."""
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     """The cross-fitted two-sample classifier."""
     contexts_per_row: int = 2

@@ -115,6 +115,9 @@ def save_reference(
         "rows": int(len(next(iter(feats.values())))),
         "probed_on": machine,
     }
+    ext = provenance.get("extended")
+    if ext:  # probes added later (challenge.scoring.extension) ran on another machine
+        doc["added_probed_on"] = {"probes": ext["probes"], **ext["added_probed_on"]}
     meta.write_text(json.dumps(doc, indent=1, sort_keys=True))
     index_path = folder / INDEX
     index = json.loads(index_path.read_text()) if index_path.exists() else {}

@@ -1,5 +1,8 @@
 """Validation of a submission before any scoring; each failure is one line naming file and field.
 
+The memorisation test's statistics (``challenge.scoring.memorisation``) are computed for every
+submission and kept in the report (not a check: :func:`memorisation_stats`).
+
 Checks, in order: the folder's two files are regular files (no links, pipes or devices) within
 size limits; metadata well-formed (``challenge.submission.check_meta``: keys, types, the name's
 pattern, text limits) and for this track (id and version); the activations file is safetensors
@@ -120,6 +123,27 @@ def copy_calibration(track: TrackLike) -> copycheck.Calibration:
     return _CALIBRATIONS[key]
 
 
+def memorisation_stats(acts: Float[torch.Tensor, "n d"], track: TrackLike) -> dict[str, float]:
+    """The memorisation test's statistics (``challenge.scoring.memorisation``), as a record's
+    validation keeps them. A statistic, not a check: it refuses moved public rows and also the
+    means of a few public rows (token_cluster), so the rows tier it would gate is shown
+    unranked and this says, per entry, whether its rows favour the public split
+    (``memorisation_refused``: 1.0 when its p-value is at most alpha)."""
+    from challenge.scoring.memorisation import memorisation_test
+
+    r = memorisation_test(acts, track)
+    return {
+        "memorisation_ks": r.ks,
+        "memorisation_threshold": min(r.threshold, 1.0),  # inf (B too small) -> 1: D+ <= 1
+        "memorisation_p": r.p_value,
+        "memorisation_refused": float(r.refused),
+        "memorisation_closer_to_public": r.closer_to_public,
+        "memorisation_closer_to_public_null": r.closer_to_public_null,
+        "memorisation_median": r.median,
+        "memorisation_median_null": r.null_quantiles["q0.5"],
+    }
+
+
 def validate_submission(
     folder: str | Path, track: TrackLike, *, skip_copy_check: str | None = None
 ) -> ValidatedSubmission:
@@ -184,5 +208,10 @@ def validate_submission(
     else:
         rep.checks.append(f"copy check skipped: {skip_copy_check}")
     rep.n, rep.d_model, rep.name = n, d, meta["name"]
-    rep.stats = {"norm_band_low": lo, "norm_band_high": hi, **stats}
+    rep.stats = {
+        "norm_band_low": lo,
+        "norm_band_high": hi,
+        **stats,
+        **memorisation_stats(acts, track),
+    }
     return ValidatedSubmission(meta=meta, acts=acts, report=rep)

@@ -12,7 +12,12 @@ after writing ``<out>/<study>.json`` (+ ``.npz`` arrays, ``.png`` plot when ``dr
 - ``boundaries``: MLP gate sign changes along paths vs output jumps;
 - ``sae_plateaus``: SAE reconstructions and where real activations sit inside plateaus;
 - ``sae_collapse``: whether an end-to-end SAE maps a plateau's activations to nearly one point;
-- ``feature_finding``: the directions the output is most sensitive to vs SAE / PCA / random.
+- ``feature_finding``: the directions the output is most sensitive to vs SAE / PCA / random;
+- ``error_correction``: the growth exponent of KL along direction families, and the L^p exponent
+  of pure vs mixed direction pairs (docs/error-correction.md).
+
+Not listed: ``training`` (docs/training.md), which trains its own models instead of reading a
+track: ``training.run(cfg, out=..., draw=True)`` writes ``<out>/training_<model>.json``.
 
 What they share lives in :mod:`challenge.studies._common` and is re-exported here (with the
 divergences of :mod:`challenge.divergence`).
@@ -42,6 +47,7 @@ STUDIES = (
     "sae_plateaus",
     "sae_collapse",
     "feature_finding",
+    "error_correction",
 )
 
 __all__ = [

@@ -4,8 +4,9 @@ machine, bit for bit); tampered or foreign files are refused by name."""
 
 import json
 import shutil
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from challenge.scoring.recording import score_points
 from challenge.scoring.reference import (
     FOLDER,
     board_reference,
+    key_name,
     published_reference,
     reference_key,
     save_reference,
@@ -116,16 +118,20 @@ def test_the_committed_board_shares_one_reference_and_publishes_it():
 
     recs = load_records("smollm2-135m-l1", ROOT / "leaderboard")
     ref, prov = board_reference(recs)
+    rep = next(iter(recs.values()))
+    n = len(next(iter(ref.values()))) // rep.config.contexts_per_row
+    key = reference_key(SimpleNamespace(manifest_sha256=rep.track.manifest_sha256), rep.config, n)
+    name = key_name(json.loads(json.dumps(key)))
     index = published_copy(get_spec("smollm2-135m-l1")) / FOLDER / "index.json"
-    (name,) = json.loads(index.read_text())
+    assert name in json.loads(index.read_text())  # beside the keys of earlier board configs
     with np.load(index.parent / f"{name}.npz") as z:
         assert set(z.files) == set(ref)
         assert all(np.array_equal(z[k], ref[k]) for k in ref)
     meta = json.loads((index.parent / f"{name}.json").read_text())
     assert meta["probed_on"]["cpu_capability"] == prov["cpu_capability"]
-    cfg = next(iter(recs.values())).config
-    assert meta["key"]["probes"]["bisect_steps"] == cfg.probes.bisect_steps
-    assert meta["key"]["contexts_per_row"] == cfg.contexts_per_row
+    assert meta["key"]["probes"] == json.loads(json.dumps(asdict(rep.config.probes)))
+    if "extended" in prov:  # probes added to the board later ran on another machine
+        assert meta["added_probed_on"]["probes"] == prov["extended"]["probes"]
 
 
 def test_a_board_whose_records_disagree_on_the_reference_is_refused(tmp_path):
