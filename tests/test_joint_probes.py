@@ -283,3 +283,27 @@ def test_quantile_matching_takes_the_reference_marginals_and_keeps_the_ranks():
             np.testing.assert_allclose(np.sort(q[k]), np.sort(ref[k]), rtol=1e-9, atol=1e-12)
     re = joint_features({k: v for k, v in q.items() if not k.startswith("joint.")})
     assert all(np.array_equal(q[k], v, equal_nan=True) for k, v in re.items())
+
+
+def test_glued_real_features_score_below_the_committed_boards_null_band():
+    """The joint target on the board itself (real data, no model run): the oracle's real
+    features with each probe block glued across rows (``glue_probes``, a row's contexts
+    together, ``joint.*`` recomputed) score below the board's real-vs-real null band, while the
+    oracle's own features lie inside it. Without ``p2dir`` the glued construction scored 0.993,
+    inside the band (docs/joint-probes.md, "At the board's size")."""
+    from pathlib import Path
+
+    from challenge.scoring.null import cached_band, headline_auc, unclipped_score
+    from challenge.scoring.report import load_report
+
+    path = Path(__file__).resolve().parents[1] / "leaderboard/smollm2-135m-l1/heldout_real.json"
+    rep = load_report(path)
+    cfg, data = rep.config, rep.data
+    assert "p2dir" in cfg.probes.probes and "joint.toward_vs_iso" in data.submission
+    band = cached_band(rep)
+    real = float(unclipped_score(headline_auc(data.reference, data.submission, cfg)))
+    assert real >= band.lo
+    glued = glue_probes(data.submission, seed=0, contexts=cfg.contexts_per_row)
+    assert sorted(glued) == sorted(data.submission)
+    score = float(unclipped_score(headline_auc(data.reference, glued, cfg)))
+    assert score < band.lo
