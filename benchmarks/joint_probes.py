@@ -50,7 +50,7 @@ from challenge.probes import run_probes as run_board_probes
 from challenge.scoring import ScoreConfig
 from challenge.scoring.classifier import compare
 from challenge.scoring.null import NullConfig, band_of, headline_auc, unclipped_score
-from challenge.scoring.probing import make_slots, track_identity
+from challenge.scoring.probing import make_slots, reference_points, track_identity
 
 GROUPS = ("reference", "oracle", "gaussian", "token_cluster", "stats_token_cluster")
 BOARD_PROBES = ("radius", "p2")
@@ -81,11 +81,9 @@ def group_points(track, sae, n: int, cfg: ScoreConfig, seed: int) -> dict[str, t
     from challenge.statistics import StatisticsConfig, build_statistics
     from challenge.submission import read_submission
 
-    held = track.acts("heldout")
-    ref = held[track.reference_rows()]
-    orc = held[track.oracle_rows()]
+    orc = track.acts("heldout")[track.oracle_rows()]
     out = {
-        "reference": ref[rng.subset(len(ref), n, cfg.seed, "scorer.reference_order")],
+        "reference": reference_points(track, n, cfg),
         "oracle": orc[rng.subset(len(orc), n, cfg.seed, "scorer.rows")],
         "gaussian": gaussian_like(ActivationStats.fit(track.acts("public")), n, 1_000 + seed),
     }

@@ -30,6 +30,7 @@ import argparse
 import hashlib
 import json
 import platform
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -37,18 +38,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from challenge import rng
 from challenge.constructions import glue_probes, quantile_match
-from challenge.joint_probes import JointProbes, joint_features, probe_of, run_joint_probes
+from challenge.joint_probes import JointProbes, run_joint_probes
 from challenge.neighbours import nearest
-from challenge.scoring import ScoreConfig
-from challenge.scoring.classifier import compare
 from challenge.scoring.null import NullConfig, band_of, headline_auc, unclipped_score
-from challenge.scoring.probing import make_slots, track_identity
+from challenge.scoring.probing import make_slots, reference_points, track_identity
 from challenge.scoring.reference import published_reference
 from challenge.scoring.report import load_report
 
-DISTANCE = ("p2dir.frac_log", "joint.sharp_per_plateau")
+sys.path.insert(0, str(Path(__file__).parent))
+from joint_probes import DISTANCE, exclude_from, score_of, set_features  # noqa: E402
+
 SETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "current": (("radius", "p2"), ()),
     "+p2dir radii": (("radius", "p2", "p2dir"), DISTANCE),
@@ -56,12 +56,6 @@ SETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 FIRST = ("heldout_real", "gaussian", "stats_token_cluster", "token_cluster")
 """Entries probed first (the null band, the constructions and the tiers' tops need them)."""
-
-
-def reference_points(track, n: int, cfg: ScoreConfig) -> torch.Tensor:
-    """The reference half's ``n`` rows in the scorer's order (as ``round_features`` takes them)."""
-    ref = track.acts("heldout")[track.reference_rows()]
-    return ref[rng.subset(len(ref), n, cfg.seed, "scorer.reference_order")]
 
 
 def entry_points(track, name: str, rows: np.ndarray) -> torch.Tensor:
@@ -104,28 +98,6 @@ def p2dir_features(engine, track, pts, slots, n, cfg, joint, out_dir: Path) -> t
     np.savez(tmp, **feats)
     tmp.replace(path)
     return feats, sec
-
-
-def set_features(feats: dict, probes: tuple[str, ...], exclude: tuple[str, ...], kl: float):
-    base = {k: v for k, v in feats.items() if probe_of(k) in probes and not k.startswith("joint.")}
-    out = base | joint_features(base, kl)
-    return {k: v for k, v in out.items() if k not in exclude}
-
-
-def derive_without(exclude: tuple[str, ...]):
-    def derive(f):
-        return {k: v for k, v in joint_features(f).items() if k not in exclude}
-
-    return derive
-
-
-def score_of(ref: dict, sub: dict, cfg: ScoreConfig, boot: bool = True) -> dict:
-    head, _, _ = compare(ref, sub, cfg)
-    return {
-        "score": head.score,
-        "ci": list(head.ci),
-        "unclipped": float(unclipped_score(head.auc)),
-    }
 
 
 def main() -> None:
@@ -181,9 +153,9 @@ def main() -> None:
         return
     for sname, (probes, exclude) in SETS.items():
         t0 = time.perf_counter()
-        F = {g: set_features(v, probes, exclude, kl) for g, v in feats.items()}
+        F = {g: set_features(v, probes, kl, exclude) for g, v in feats.items()}
         ref = F["reference"]
-        derive = derive_without(exclude)
+        derive = exclude_from(exclude)
         band = band_of(ref, F["heldout_real"], cfg, NullConfig(n_swaps=a.swaps))
         glued = [
             glue_probes(F["heldout_real"], seed=s, contexts=cfg.contexts_per_row, derive=derive)

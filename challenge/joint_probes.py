@@ -24,6 +24,7 @@ from challenge.probes import (
     ProbeConfig,
     RadiusSearch,
     Slots,
+    derived_features,
     p2_directions,
     p2dir_radii,
     search_radii,
@@ -112,10 +113,8 @@ def joint_features(feats: dict[str, np.ndarray], radius_kl: float = 0.1) -> dict
 
     A pure function of the features (the constructions of :mod:`challenge.constructions`
     recompute it after moving features between points)."""
-    f, out = feats, {}
-    if "p2dir.toward_log" in f and "radius.mean_log" in f:
-        out["joint.toward_vs_iso"] = f["p2dir.toward_log"] - f["radius.mean_log"]
-        out["joint.away_vs_iso"] = f["p2dir.away_log"] - f["radius.mean_log"]
+    f = feats
+    out = derived_features(f)  # the two p2dir ratios, as the board's probes derive them
     if "sae.plus_log" in f and "radius.mean_log" in f:
         out["joint.sae_vs_iso"] = (f["sae.plus_log"] + f["sae.minus_log"]) / 2 - f[
             "radius.mean_log"

@@ -509,8 +509,8 @@ def p2dir_features(radii: Float[np.ndarray, "n 2"], norm: float) -> dict[str, np
 def derived_features(feats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Features of one point that relate two probes' features, where both ran:
     ``joint.toward_vs_iso`` / ``joint.away_vs_iso`` = ``p2dir.toward_log`` /
-    ``p2dir.away_log`` minus ``radius.mean_log`` (the same arithmetic as
-    :func:`challenge.joint_probes.joint_features`, which adds its own)."""
+    ``p2dir.away_log`` minus ``radius.mean_log`` (also the first of
+    :func:`challenge.joint_probes.joint_features`, which adds the other joint probes')."""
     if "p2dir.toward_log" not in feats or "radius.mean_log" not in feats:
         return {}
     iso = feats["radius.mean_log"]

@@ -809,8 +809,9 @@ def verify_generator(
     final = Path(submissions) / track.spec.track_id / name
     with tempfile.TemporaryDirectory(prefix="plateau-verify-") as tmp:
         staged = write_submission(Path(tmp) / name, meta, run.acts)
-        try:  # every check, before anything is written under submissions/
-            validate_submission(staged, track)
+        try:  # every check, before anything is written under submissions/ (its statistics
+            # are the record's, made when `record` validates the folder that lands)
+            validate_submission(staged, track, memorisation=False)
         except SubmissionError as e:
             raise SubmissionError(
                 f"the sandbox's output fails validation: {e.problem}",

@@ -67,8 +67,8 @@ from challenge.submission import NAME_PATTERN
 ROOT = BOARD_ROOT
 SCORE_TEXT = (
     "Score = clip(2 (1 - AUC), 0, 1), the AUC averaged over five cross-fittings of a classifier "
-    "telling the entry's plateau "
-    "probes (radius around each point, sharpness toward its nearest real neighbour, radius along that direction) from those "
+    "telling the entry's plateau probes (radius around each point, sharpness toward its nearest "
+    "real neighbour, radius along that direction) from those "
     "of held-out real activations in the same contexts: 1 = indistinguishable, 0 = always told "
     "apart. Intervals: 95 % bootstrap over scored rows, each with its contexts and reference "
     "partner. Statistics-tier entries are ranked by paired "

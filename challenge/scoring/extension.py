@@ -35,8 +35,14 @@ from challenge.models import LoadedModel
 from challenge.probes import PROBES, derived_features
 from challenge.results import provenance
 from challenge.scoring.classifier import compare
-from challenge.scoring.config import SAME_FEATURES, ScoreConfig
+from challenge.scoring.config import ScoreConfig
 from challenge.scoring.probing import make_slots, round_features
+from challenge.scoring.recording import (
+    check_reusable,
+    copy_check_skip,
+    reference_source,
+    write_record,
+)
 from challenge.scoring.reference import published_reference
 from challenge.scoring.report import ScoreReport, load_report, validate_report
 from challenge.scoring.validation import validate_submission
@@ -132,16 +138,7 @@ class ReferenceExtension:
         if self._feats is None:
             pub = published_reference(self.track, self.cfg, n)
             if pub is not None:
-                self._feats = pub[0]
-                m = pub[1]
-                self.source = {
-                    "reference_features": {
-                        "source": "published",
-                        "file": m["file"],
-                        "sha256": m["sha256"],
-                        "probed_on": m["probed_on"],
-                    }
-                }
+                self._feats, self.source = pub[0], reference_source(pub)
             else:
                 add = added_features(self.track, self.engine, None, self.cfg, self.added, n)
                 self._feats = merged(stored, add)
@@ -172,12 +169,7 @@ def extend_report(
     the record's classifier. Provenance: the record's, plus what was added, where and when."""
     path = Path(path)
     old = load_report(path)
-    if old.scorer_version not in SAME_FEATURES:
-        raise ConfigError(
-            f"{path}: scored by scorer {old.scorer_version}, whose features this scorer cannot "
-            "re-use; score the submission again",
-            field="scorer_version",
-        )
+    check_reusable(old, path)
     data = old.data
     if not data.has_features() or data.rows is None:
         raise ConfigError(f"{path}: no per-point features stored", field="arrays")
@@ -186,9 +178,8 @@ def extend_report(
     cfg = widened(old.config, added)
     name = old.submission.get("name", path.stem)
     folder = Path(folder) if folder else Path("submissions") / track.spec.track_id / name
-    is_reference = (old.submission.get("access") or {}).get("category") == "reference"
     sub = validate_submission(
-        folder, track, skip_copy_check="reference line, not ranked" if is_reference else None
+        folder, track, skip_copy_check=copy_check_skip(old.submission.get("access"))
     )
     _check_folder(old, sub, str(folder))
     engine = engine or track.engine(lm, progress=False)
@@ -244,8 +235,6 @@ def extend_records(
     Returns the paths written."""
     from tqdm.auto import tqdm
 
-    from challenge.scoring.recording import write_record
-
     out = Path(board) / track.spec.track_id
     paths = sorted(p for p in out.glob("*.json") if p.with_suffix(".npz").exists())
     if only:
@@ -253,11 +242,12 @@ def extend_records(
         if missing:
             raise ConfigError(f"no record named {missing} in {out}", field="only")
         paths = [p for p in paths if p.stem in only]
-    todo = [
-        p for p in paths if not set(added) <= set(load_report(p, arrays=False).config.probes.probes)
-    ]
+    configs = {p: load_report(p, arrays=False).config for p in paths}
+    todo = [p for p in paths if not set(added) <= set(configs[p].probes.probes)]
+    if not todo:
+        return []
     engine = track.engine(lm, progress=False)
-    reference = None
+    reference = ReferenceExtension(track, engine, widened(configs[todo[0]], added), added)
     written = []
     for p in tqdm(
         todo,
@@ -265,9 +255,6 @@ def extend_records(
         unit="record",
         disable=not progress,
     ):
-        if reference is None:
-            cfg = widened(load_report(p, arrays=False).config, added)
-            reference = ReferenceExtension(track, engine, cfg, added)
         rep = extend_report(p, track, lm, added, reference=reference, engine=engine)
         written.append(write_record(rep, out, p.stem))
         h = rep.headline

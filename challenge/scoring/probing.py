@@ -102,6 +102,13 @@ def probe_features(
     return feats
 
 
+def reference_points(track: TrackLike, n: int, cfg: ScoreConfig) -> torch.Tensor:
+    """The reference half's ``n`` rows in the order they fill the slots (the
+    ``scorer.reference_order`` stream of ``cfg.seed``)."""
+    ref = track.acts("heldout")[track.reference_rows()]
+    return ref[rng.subset(len(ref), n, cfg.seed, "scorer.reference_order")]
+
+
 def round_features(
     track: TrackLike,
     engine,
@@ -115,11 +122,7 @@ def round_features(
     ``scorer.reference_order``) in every context round of ``slots``, round-major; each round
     cached per track, probe config, seed, ``n`` and round (and the points' bytes) unless
     ``cache`` is false or the track is held only in memory."""
-    if points is None:
-        ref = track.acts("heldout")[track.reference_rows()]
-        rows = ref[rng.subset(len(ref), n, cfg.seed, "scorer.reference_order")]
-    else:
-        rows = points
+    rows = reference_points(track, n, cfg) if points is None else points
     parts = []
     for r in range(cfg.contexts_per_row):
         path = features_cache_path(track, cfg, n, r, points) if cache and track.path else None

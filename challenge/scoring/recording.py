@@ -108,12 +108,12 @@ def score_points(
         config=cfg,
         headline=head,
         features=per,
-        provenance=provenance(lm.provenance | engine.describe() | _reference_source(pub)),
+        provenance=provenance(lm.provenance | engine.describe() | reference_source(pub)),
         arrays=arrays,
     )
 
 
-def _reference_source(pub: tuple[dict, dict] | None) -> dict[str, Any]:
+def reference_source(pub: tuple[dict, dict] | None) -> dict[str, Any]:
     """The provenance entry saying where the reference features came from (none when they were
     probed in this run, as in every record made before they were published)."""
     if pub is None:
@@ -127,6 +127,28 @@ def _reference_source(pub: tuple[dict, dict] | None) -> dict[str, Any]:
             "probed_on": meta["probed_on"],
         }
     }
+
+
+REFERENCE_LINE = "reference line, not ranked"
+"""Why the copy check is skipped for the organiser's reference lines (real rows, never ranked)."""
+
+
+def copy_check_skip(access: dict[str, Any] | None) -> str | None:
+    """The reason a record's copy check is skipped (:data:`REFERENCE_LINE` for an entry whose
+    ``access`` category is ``reference``), else ``None``: the check runs."""
+    return REFERENCE_LINE if (access or {}).get("category") == "reference" else None
+
+
+def check_reusable(old: ScoreReport, path: Path) -> None:
+    """``ConfigError`` unless the record's stored features are of this ``FEATURES_VERSION``
+    (its scorer version in ``SAME_FEATURES``): a record re-made without a model run
+    (:func:`rescore`, ``challenge.scoring.extension``) keeps them."""
+    if old.scorer_version not in SAME_FEATURES:
+        raise ConfigError(
+            f"{path}: scored by scorer {old.scorer_version}, whose features this scorer "
+            f"({SCORER_VERSION}) cannot re-use; score the submission again",
+            field="scorer_version",
+        )
 
 
 def score_submission(
@@ -193,10 +215,7 @@ def record(
     rows), which are never ranked. ``distributed``: where the probes run (the same record)."""
     from challenge.access import entry_access
 
-    reference = access is not None and access.get("category") == "reference"
-    sub = validate_submission(
-        folder, track, skip_copy_check="reference line, not ranked" if reference else None
-    )
+    sub = validate_submission(folder, track, skip_copy_check=copy_check_skip(access))
     name = check_name(sub.name)
     out = Path(board) / track.spec.track_id
     existing = out / f"{name}.json"
@@ -225,12 +244,7 @@ def rescore(path: str | Path, classifier: ClassifierConfig | None = None) -> Sco
     provenance names the scorer version it was re-made from."""
     path = Path(path)
     old = load_report(path)
-    if old.scorer_version not in SAME_FEATURES:
-        raise ConfigError(
-            f"{path}: scored by scorer {old.scorer_version}, whose features this scorer "
-            f"({SCORER_VERSION}) cannot re-use; score the submission again",
-            field="scorer_version",
-        )
+    check_reusable(old, path)
     rep = remake(old, classifier or ClassifierConfig())
     rep.provenance = dict(old.provenance) | {
         "suite_version": challenge.__version__,

@@ -102,7 +102,9 @@ def score_seeds(
             dest = out / f"seed{seed}"
             if (dest / f"{name}.json").exists():
                 continue
-            sub = validate_submission(folder, track, skip_copy_check="re-scored with a seed")
+            sub = validate_submission(
+                folder, track, skip_copy_check="re-scored with a seed", memorisation=False
+            )
             run = replace(base, seed=seed, contexts_per_row=cfg.contexts_per_row)
             if cfg.round0 is not None:
                 one = board / track.spec.track_id if seed == 0 else cfg.round0 / f"seed{seed}"

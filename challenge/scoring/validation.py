@@ -145,12 +145,18 @@ def memorisation_stats(acts: Float[torch.Tensor, "n d"], track: TrackLike) -> di
 
 
 def validate_submission(
-    folder: str | Path, track: TrackLike, *, skip_copy_check: str | None = None
+    folder: str | Path,
+    track: TrackLike,
+    *,
+    skip_copy_check: str | None = None,
+    memorisation: bool = True,
 ) -> ValidatedSubmission:
     """Read and validate ``folder`` once: raise ``SubmissionError`` (file, field, problem) on
     the first failed check; return the validated metadata, activations and report otherwise.
     ``skip_copy_check``: why the copy check is not run (recorded in the checks); only for the
-    organiser's reference lines."""
+    organiser's reference lines. ``memorisation``: also compute the memorisation test's
+    statistics (:func:`memorisation_stats`; no check depends on them), which callers whose
+    report is not kept leave out."""
     folder = Path(folder)
     if not folder.is_dir():
         raise SubmissionError("submission folder does not exist", file=str(folder))
@@ -212,6 +218,6 @@ def validate_submission(
         "norm_band_low": lo,
         "norm_band_high": hi,
         **stats,
-        **memorisation_stats(acts, track),
+        **(memorisation_stats(acts, track) if memorisation else {}),
     }
     return ValidatedSubmission(meta=meta, acts=acts, report=rep)
